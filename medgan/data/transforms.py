@@ -1,0 +1,231 @@
+"""MONAI transform chains that turn a case's files into normalised, resampled tensors.
+
+``load_case`` runs, for one datalist entry::
+
+    LoadCased            read image channel(s) + label (NIfTI via nibabel, DICOM via pydicom)
+    EnsureChannelFirst   (C, X, Y, Z)
+    CheckCased           geometry agrees, finite, not constant, label integer-valued
+    Orientationd         RAS
+    Spacingd             configured spacing (bilinear image, nearest label)
+    LesionMaskd          label values in ``lesion_labels`` -> binary uint8 mask
+    NormalizeModalityd   modality-specific mapping to [-1, 1], recorded for the inverse
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor, NibabelReader, PydicomReader
+from monai.transforms import (
+    Compose,
+    LoadImage,
+    MapTransform,
+    Orientationd,
+    Spacingd,
+    Transform,
+)
+
+from medgan.config import MedganConfig
+from medgan.data.datalist import Case, image_files
+from medgan.data.intensity import NormalizeModalityd
+from medgan.errors import DataError
+
+GEOMETRY_TOL_MM = 1e-2
+
+
+@functools.cache
+def _loader(kind: str) -> LoadImage:
+    """One MONAI ``LoadImage`` per reader kind (building one instantiates every reader)."""
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reader = PydicomReader() if kind == "dicom" else NibabelReader()
+        return LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
+
+
+def _reader_kind(path: str) -> str:
+    p = Path(path)
+    return "dicom" if p.is_dir() or p.suffix.lower() in (".dcm", ".dicom", "") else "nifti"
+
+
+def _explain_read_error(path: str, err: Exception) -> str:
+    text = " ".join(str(err).split())
+    lowered = text.lower()
+    if "pixel data" in lowered and ("plugin" in lowered or "decod" in lowered):
+        return (
+            f"{path}: DICOM pixel data is compressed with an encoding that no installed decoder "
+            "handles; install the decoders with: pip install 'medgan[dicom]'"
+        )
+    if isinstance(err, (EOFError, OSError)) or "compressed file ended" in lowered:
+        return f"{path}: file is truncated or corrupt ({text[:160]})"
+    return f"{path}: cannot be read as a NIfTI image or DICOM series ({text[:160]})"
+
+
+def read_image(path: str) -> MetaTensor:
+    """Read one image with MONAI ``LoadImage`` -> channel-first MetaTensor with an affine."""
+    p = Path(path)
+    if p.is_dir() and not any(f.is_file() for f in p.iterdir()):
+        raise DataError(f"{path}: DICOM folder is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = _loader(_reader_kind(path))(path)
+    except Exception as err:  # readers raise many types; each is a user-file problem here
+        raise DataError(_explain_read_error(path, err)) from None
+    if img.ndim != 4:
+        raise DataError(
+            f"{path}: expected a 3D volume (optionally with channels), got shape "
+            f"{tuple(img.shape[1:])}"
+        )
+    return img
+
+
+def _same_geometry(a: MetaTensor, b: MetaTensor) -> bool:
+    return a.shape[1:] == b.shape[1:] and np.allclose(
+        np.asarray(a.affine), np.asarray(b.affine), atol=GEOMETRY_TOL_MM
+    )
+
+
+class LoadCased(MapTransform):
+    """Read ``image`` (one file/series or a list = channels) and ``label`` of a case."""
+
+    def __init__(self, keys: KeysCollection = ("image", "label")) -> None:
+        super().__init__(keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        channels = [read_image(f) for f in image_files(d)]
+        for f, ch in zip(image_files(d)[1:], channels[1:], strict=True):
+            if not _same_geometry(channels[0], ch):
+                raise DataError(
+                    f"{f}: channel shape/geometry differs from {image_files(d)[0]} "
+                    f"({tuple(ch.shape[1:])} vs {tuple(channels[0].shape[1:])})"
+                )
+        image = channels[0] if len(channels) == 1 else torch.cat(channels, dim=0)
+        if not isinstance(image, MetaTensor):
+            image = MetaTensor(image, affine=channels[0].affine, meta=channels[0].meta)
+        d["image"] = image.float()
+        label = read_image(d["label"])
+        if label.shape[0] != 1:
+            raise DataError(f"{d['label']}: label must have one channel, not {label.shape[0]}")
+        d["label"] = label
+        d["source_images"] = image_files(data)
+        d["source_label"] = str(data["label"])
+        return d
+
+
+class CheckCase(Transform):
+    """Raise :class:`DataError` for an image/label pair that cannot be used."""
+
+    def __call__(self, image: MetaTensor, label: MetaTensor, image_file: str,
+                 label_file: str) -> None:
+        if not _same_geometry(image, label):
+            raise DataError(
+                f"{label_file}: label shape/geometry does not match the image {image_file} "
+                f"(shape {tuple(label.shape[1:])} vs {tuple(image.shape[1:])}, or the affines "
+                "differ)"
+            )
+        if not torch.isfinite(image).all():
+            n = int((~torch.isfinite(image)).sum())
+            raise DataError(f"{image_file}: image contains {n} NaN/Inf voxel(s)")
+        if float(image.max() - image.min()) == 0.0:
+            raise DataError(f"{image_file}: image is constant ({float(image.min()):g} everywhere)")
+        lab = label.as_tensor()
+        if not torch.isfinite(lab).all() or not torch.equal(lab, lab.round()):
+            raise DataError(f"{label_file}: label contains non-integer values")
+        if float(lab.min()) < 0:
+            raise DataError(f"{label_file}: label contains negative values")
+
+
+class CheckCased(MapTransform):
+    """Dictionary twin of :class:`CheckCase` (passes the data through unchanged)."""
+
+    def __init__(self, keys: KeysCollection = ("image", "label")) -> None:
+        super().__init__(keys)
+        self.checker = CheckCase()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
+        self.checker(
+            data["image"], data["label"], ", ".join(data["source_images"]), data["source_label"]
+        )
+        return data
+
+
+class LesionMask(Transform):
+    """Binary lesion mask: 1 where the label value is one of ``lesion_labels``."""
+
+    def __init__(self, lesion_labels: Sequence[int]) -> None:
+        self.lesion_labels = torch.as_tensor(list(lesion_labels))
+
+    def __call__(self, label: torch.Tensor) -> torch.Tensor:
+        values = torch.as_tensor(label).round().long()
+        mask = torch.isin(values, self.lesion_labels.to(values.device)).to(torch.uint8)
+        return MetaTensor(mask, meta=label.meta) if isinstance(label, MetaTensor) else mask
+
+
+class LesionMaskd(MapTransform):
+    """Dictionary twin of :class:`LesionMask`."""
+
+    def __init__(self, keys: KeysCollection, lesion_labels: Sequence[int]) -> None:
+        super().__init__(keys)
+        self.masker = LesionMask(lesion_labels)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.masker(d[key])
+        return d
+
+
+def build_case_transforms(config: MedganConfig) -> Compose:
+    """The full load -> check -> RAS -> spacing -> mask -> normalise chain for ``config``."""
+    chain: list[Any] = [
+        LoadCased(),
+        CheckCased(),
+        Orientationd(keys=("image", "label"), axcodes="RAS"),
+    ]
+    if config.data.spacing_mm is not None:
+        chain.append(
+            Spacingd(
+                keys=("image", "label"),
+                pixdim=config.data.spacing_mm,
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            )
+        )
+    chain += [
+        LesionMaskd(keys="label", lesion_labels=config.data.lesion_labels),
+        NormalizeModalityd(keys="image", modality=config.modality, config=config.intensity),
+    ]
+    # map_items=False keeps our dicts whole; unpack_items/lazy stay at their defaults
+    return Compose(chain)
+
+
+def load_case(case: Case, config: MedganConfig) -> dict[Hashable, Any]:
+    """Load, check and preprocess one case.
+
+    Returns a dict with ``image`` ``(C, X, Y, Z)`` float32 in [-1, 1] (RAS, configured spacing),
+    ``label`` ``(1, X, Y, Z)`` uint8 binary lesion mask, ``case_id`` and ``medgan_intensity``.
+    Raises :class:`DataError` naming the file for any unusable input.
+    """
+    try:
+        out = build_case_transforms(config)(dict(case))
+    except DataError:
+        raise
+    except RuntimeError as err:  # MONAI wraps transform errors; unwrap our own
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+    out["image"] = out["image"].float()
+    return out
