@@ -1,0 +1,34 @@
+"""medgan: GAN-generated lesion image + mask pairs for medical image segmentation training.
+
+The public API is re-exported lazily so that ``import medgan`` (and ``medgan --help``) stays fast;
+torch and MONAI load on first use of a name that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from medgan._version import __version__
+from medgan.errors import CheckpointError, ConfigError, DataError, MedganError, OutputError
+
+_LAZY = {
+    "MedganConfig": "medgan.config",
+    "load_config": "medgan.config",
+    "load_datalist": "medgan.data",
+    "build_patch_bank": "medgan.data",
+    "check_dataset": "medgan.data",
+    "Generator": "medgan.models",
+    "Discriminator": "medgan.models",
+    "train": "medgan.training.trainer",
+    "sample_datalist": "medgan.datasets",
+}
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "MedganError", "OutputError",
+           "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medgan' has no attribute {name!r}")
