@@ -102,5 +102,74 @@ def check_data_cmd(datalist: Path, config_path: Path, json_out: str | None,
         sys.exit(1)
 
 
+def _parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    """``--set train.steps=100`` -> ``{"train.steps": 100}`` (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"must look like section.key=value, not {item!r}",
+                                     param_hint="--set")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@main.command("train")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="YAML config (see configs/). Required unless --resume.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Datalist: dataset.json, imagesTr/+labelsTr/ folder or DICOM case folders. "
+                   "Default: the bundled sarcoma sample of the config's modality.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/medgan"),
+              help="Run folder for checkpoints, sample grids, TensorBoard logs, model card.")
+@click.option("--resume", is_flag=True, default=False,
+              help="Continue the run in --out from its latest checkpoint (same step, "
+                   "optimiser and RNG state).")
+@click.option("--device", type=DEVICE, default="auto",
+              help="auto = CUDA (mixed precision) when available, else CPU.")
+@click.option("--seed", type=click.IntRange(min=0), default=0,
+              help="Seed for weights, patch extraction, noise and augmentation.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Override train.steps of the config.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any config field, e.g. --set train.batch_size=32 (repeatable).")
+@click.option("--skip-bad", is_flag=True, default=False,
+              help="Report and skip unusable cases instead of stopping at the first.")
+@click.option("--dry-run", is_flag=True, default=False,
+              help="Print the resolved config and exit without training.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bool,
+              device: str, seed: int, steps: int | None, overrides: tuple[str, ...],
+              skip_bad: bool, dry_run: bool, progress: bool) -> None:
+    """Train a DCGAN that generates lesion image + mask pairs for one modality.
+
+    Runs under torchrun for several GPUs/processes: torchrun --nproc-per-node N -m medgan train.
+    """
+    from medgan.config import load_config
+
+    values = _parse_overrides(overrides)
+    if steps is not None:
+        values["train.steps"] = steps
+    if config_path is None and not resume:
+        raise click.UsageError("--config is required (unless --resume continues a run)")
+    config = load_config(config_path, values) if config_path is not None else None
+    if dry_run:
+        import yaml
+
+        click.echo(yaml.safe_dump(config.to_dict() if config else {}, sort_keys=False))
+        return
+    from medgan.training.trainer import train
+
+    result = train(config, data=data, out=out, resume=resume, device=device, seed=seed,
+                   skip_bad=skip_bad, progress=progress)
+    if result.grid is not None:
+        click.echo(f"trained {result.steps} steps ({result.images_per_s:.1f} images/s)")
+        click.echo(f"checkpoint: {result.checkpoint}")
+        click.echo(f"samples:    {result.grid}")
+        click.echo(f"model card: {result.run_dir / 'MODEL_CARD.md'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

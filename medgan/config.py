@@ -69,7 +69,7 @@ class DataConfig(_Strict):
 
     spacing_mm: tuple[float, float, float] | None = Field(
         None, description="Target voxel spacing in mm (x, y, z) after RAS reorientation; "
-        "null keeps each scan's own spacing."
+        "0 on an axis keeps the scan's own spacing there; null keeps it on every axis."
     )
     lesion_labels: list[int] = Field(
         [1], min_length=1, description="Label values that together form the lesion (binary mask)."
@@ -92,6 +92,13 @@ class DataConfig(_Strict):
     cache_dir: Path | None = Field(
         None, description="Folder for the on-disk patch cache; null = <run dir>/cache."
     )
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _spacing(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and (any(x < 0 for x in v) or all(x == 0 for x in v)):
+            raise ValueError(f"spacing values must be >= 0 mm (0 = keep), not {list(v)}")
+        return v
 
     @field_validator("lesion_labels")
     @classmethod

@@ -123,7 +123,8 @@ def _check_one(case: Case, config: MedganConfig) -> CaseReport:
 
 def _check_size(rep: CaseReport, config: MedganConfig) -> None:
     """Scan extent (in voxels at the target spacing) against the patch size."""
-    target = config.data.spacing_mm or rep.spacing_mm
+    wanted = config.data.spacing_mm or (0.0, 0.0, 0.0)
+    target = [t if t > 0 else sp for t, sp in zip(wanted, rep.spacing_mm, strict=True)]
     extent = [s * sp / t for s, sp, t in zip(rep.shape, rep.spacing_mm, target, strict=True)]
     axes = extent[:2] if config.spatial_dims == 2 else extent
     p = config.data.patch_size

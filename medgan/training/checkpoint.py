@@ -1,0 +1,197 @@
+"""Safe, atomic checkpoints: safetensors weights + a JSON sidecar with hashes and metadata.
+
+Layout of one checkpoint folder (``<run>/checkpoints/step-00000500/``)::
+
+    generator.safetensors        generator weights (+ BatchNorm buffers)
+    generator_ema.safetensors    EMA of the generator weights (used for sampling)
+    discriminator.safetensors    discriminator weights
+    training_state.safetensors   optimiser moments, RNG states (resume only)
+    checkpoint.json              config, step, metadata, SHA-256 of every file above
+
+A checkpoint is written into a temporary folder and renamed into place, then
+``<run>/checkpoints/latest.json`` is replaced atomically; a crash at any moment leaves either the
+old or the new checkpoint, never a mix. Loading never unpickles: only safetensors and JSON are
+read, files are verified against the recorded hashes, and pickle files are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from medgan._version import __version__
+from medgan.errors import CheckpointError
+
+SIDECAR = "checkpoint.json"
+LATEST = "latest.json"
+FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON via a temporary file + rename, so readers never see a partial file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def save_checkpoint(
+    checkpoint_dir: Path, step: int, weights: Mapping[str, Mapping[str, torch.Tensor]],
+    sidecar: dict[str, Any], keep: int = 2,
+) -> Path:
+    """Write ``weights`` (file stem -> state dict) and the sidecar as ``step-<step>``.
+
+    Returns the folder; older checkpoints beyond the newest ``keep`` are removed.
+    """
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:08d}"
+    final = checkpoint_dir / name
+    tmp = checkpoint_dir / f".{name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    hashes = {}
+    for stem, state in weights.items():
+        path = tmp / f"{stem}.safetensors"
+        save_file(_tensors(state), str(path))
+        hashes[path.name] = sha256_file(path)
+    meta = {**sidecar, "format_version": FORMAT_VERSION, "medgan_version": __version__,
+            "step": step, "files": hashes}
+    write_json_atomic(tmp / SIDECAR, meta)
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():  # the same step written again (e.g. final == periodic checkpoint)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(checkpoint_dir)
+    write_json_atomic(checkpoint_dir / LATEST, {"latest": name, "step": step})
+    _prune(checkpoint_dir, keep, protect=name)
+    return final
+
+
+def _prune(checkpoint_dir: Path, keep: int, protect: str) -> None:
+    folders = sorted(p for p in checkpoint_dir.glob("step-*") if p.is_dir())
+    for old in folders[:-keep]:
+        if old.name != protect:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in checkpoint_dir.glob(".step-*.tmp*"):  # left by a killed writer
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Accept a run folder, its ``checkpoints/`` folder, a checkpoint folder or a file in it."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint does not exist")
+    if p.is_file():
+        p = p.parent
+    for candidate in (p, p / "checkpoints"):
+        latest = candidate / LATEST
+        if latest.is_file():
+            try:
+                name = json.loads(latest.read_text())["latest"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise CheckpointError(f"{latest}: unreadable checkpoint pointer") from None
+            return candidate / name
+    if (p / SIDECAR).is_file():
+        return p
+    raise CheckpointError(f"{p}: no medgan checkpoint here (no {SIDECAR} or checkpoints/{LATEST})")
+
+
+def read_sidecar(folder: Path) -> dict[str, Any]:
+    """Read and verify a checkpoint folder's sidecar and file hashes (no weights loaded)."""
+    pickles = [f.name for f in folder.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES]
+    if pickles:
+        raise CheckpointError(
+            f"{folder / pickles[0]}: refusing a checkpoint folder that contains pickle files; "
+            "medgan loads weights only from safetensors"
+        )
+    try:
+        meta = json.loads((folder / SIDECAR).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: missing {SIDECAR}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{folder / SIDECAR}: not valid JSON") from None
+    if not isinstance(meta, dict) or "files" not in meta or "config" not in meta:
+        raise CheckpointError(f"{folder / SIDECAR}: not a medgan checkpoint sidecar")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{folder}: checkpoint format {meta.get('format_version')} written by medgan "
+            f"{meta.get('medgan_version')} cannot be read by medgan {__version__}"
+        )
+    for name, digest in meta["files"].items():
+        f = folder / name
+        if not f.is_file():
+            raise CheckpointError(f"{f}: listed in {SIDECAR} but missing")
+        if sha256_file(f) != digest:
+            raise CheckpointError(f"{f}: SHA-256 does not match {SIDECAR}; file is corrupt or "
+                                  "was modified")
+    return meta
+
+
+def load_weights(folder: Path, stem: str, device: str | torch.device = "cpu"
+                 ) -> dict[str, torch.Tensor]:
+    """Load one verified safetensors file of a checkpoint folder."""
+    path = folder / f"{stem}.safetensors"
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: cannot be read as safetensors ({err})") from None
+
+
+def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str
+                         ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Split an optimiser state dict into tensors (safetensors) and JSON-able param groups."""
+    sd = opt.state_dict()
+    tensors = {
+        f"{prefix}.{idx}.{key}": torch.as_tensor(value)
+        for idx, state in sd["state"].items() for key, value in state.items()
+    }
+    return tensors, sd["param_groups"]
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor],
+                           prefix: str, param_groups: list[dict[str, Any]]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith(prefix + "."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": param_groups})

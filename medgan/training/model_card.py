@@ -1,0 +1,73 @@
+"""``MODEL_CARD.md`` written next to every trained run's checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TEMPLATE = """# Model card: {name}
+
+**Synthetic data generator. Outputs are synthetic and must not be used for diagnosis or any
+clinical decision.** They are meant for research on data augmentation of segmentation training
+sets.
+
+| field | value |
+|---|---|
+| model | DCGAN ({dims}D), joint lesion image + mask generator |
+| modality | {modality} ({units}) |
+| image channels | {channels} (+ 1 mask channel) |
+| patch size | {patch} voxels at {spacing} mm |
+| lesion label values | {labels} |
+| intensity mapping | [{low}] .. [{high}] {units} -> [-1, 1] |
+| training data | {n_cases} case(s), {n_patches} patches ({n_lesion} with lesion) |
+| data fingerprint (SHA-256) | `{fingerprint}` |
+| training steps | {steps} |
+| final losses | {losses} |
+| sample diversity (mean pairwise MS-SSIM, lower = more diverse) | {diversity} |
+| throughput | {ips:.1f} images/s |
+| checkpoint | `{checkpoint}` |
+| medgan version | {version} |
+
+## Intended use
+Generate additional (image, lesion mask) training pairs of the same modality, anatomy and
+lesion type as the training data, to augment segmentation training sets; evaluate their benefit
+with `medgan evaluate segmentation` before relying on them, and audit memorisation of training
+patients with `medgan evaluate privacy` before sharing samples.
+
+## Limitations
+- Trained on {n_cases} case(s): samples cover only the appearance variety of those cases.
+- Patches are {dims}D and {patch} voxels wide; lesions larger than the patch are cut off.
+- A GAN can reproduce training patches; check with `medgan evaluate privacy`.
+
+## Files
+- `{checkpoint_name}/generator_ema.safetensors` (or `generator.safetensors`): weights used for
+  sampling; `checkpoint.json` holds the configuration and SHA-256 of every file.
+- `samples/final.png`: samples from a fixed noise batch (mask outline in red).
+- `loss_curves.png`, `tensorboard/`: training curves.
+"""
+
+
+def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
+                     history: dict[str, list[tuple[int, float]]], steps: int,
+                     images_per_s: float) -> Path:
+    """Fill the template from checkpoint metadata; written to the run and checkpoint folders."""
+    intensity = meta["intensity"]
+    losses = ", ".join(f"{k} {v[-1][1]:.3f}" for k, v in history.items()
+                       if k.startswith("loss") and v) or "n/a"
+    diversity = history.get("diversity_msssim")
+    text = TEMPLATE.format(
+        name=meta["config"].get("name", "medgan"), dims=meta["spatial_dims"],
+        modality=meta["modality"], units=intensity["units"], channels=meta["image_channels"],
+        patch=meta["patch_size"], spacing=" x ".join(f"{s:g}" for s in meta["spacing_mm"]),
+        labels=meta["lesion_labels"], low=", ".join(f"{x:g}" for x in intensity["low"]),
+        high=", ".join(f"{x:g}" for x in intensity["high"]), n_cases=meta["n_cases"],
+        n_patches=meta["n_patches"], n_lesion=meta["n_lesion_patches"],
+        fingerprint=meta["data_fingerprint"], steps=steps, losses=losses,
+        diversity=f"{diversity[-1][1]:.3f}" if diversity else "n/a", ips=images_per_s,
+        checkpoint=checkpoint, checkpoint_name=checkpoint.name,
+        version=meta["medgan_version"],
+    )
+    path = run_dir / "MODEL_CARD.md"
+    path.write_text(text, encoding="utf-8")
+    (checkpoint / "MODEL_CARD.md").write_text(text, encoding="utf-8")
+    return path

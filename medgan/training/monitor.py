@@ -1,0 +1,181 @@
+"""Feedback and bookkeeping around the loop: progress bar, TensorBoard, NaN guard, sample grids,
+mode-collapse warning, checkpoint cadence and the final artefacts (grid, loss curve, model card).
+
+Losses are accumulated on the device; the host reads them only every ``log_every`` steps and
+before each checkpoint, so training never waits on a per-step synchronisation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from medgan.config import MedganConfig
+from medgan.errors import TrainingDivergedError
+from medgan.evaluation.diversity import mean_pairwise_msssim
+from medgan.training.model_card import write_model_card
+from medgan.training.state import TrainState
+from medgan.visualize import save_curves, save_grid
+
+log = logging.getLogger(__name__)
+FIXED_SAMPLES = 64
+COLLAPSE_SAMPLES = 24
+
+
+class Monitor:
+    """Called once per finished step by the loop; only the main process writes files."""
+
+    def __init__(self, run_dir: Path, config: MedganConfig, meta: dict[str, Any],
+                 state: TrainState, history: dict[str, list[tuple[int, float]]],
+                 enabled: bool = True, progress: bool = True) -> None:
+        self.run_dir, self.config, self.meta, self.state = run_dir, config, meta, state
+        self.history = history
+        self.enabled, self.progress = enabled, progress
+        self.checkpoint_dir = run_dir / "checkpoints"
+        self.samples_dir = run_dir / "samples"
+        self.last_checkpoint: Path | None = None
+        self.last_saved_step = state.step if history else -1
+        self.images_per_s = 0.0
+        self.writer = None
+        self.bar = None
+        dev = state.device
+        g = torch.Generator().manual_seed(int(meta["seed"]) + 1)
+        latent = meta["latent_dim"]
+        self.fixed_z = torch.randn(FIXED_SAMPLES, latent, generator=g).to(dev)
+        self._reset_window()
+        self.bad = torch.zeros((), dtype=torch.bool, device=dev)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=dev)
+
+    # ---- set-up / tear-down ----
+    def start(self) -> None:
+        if self.enabled:
+            self.samples_dir.mkdir(parents=True, exist_ok=True)
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"),
+                                        purge_step=self.state.step or None)
+        self.bar = tqdm(total=self.config.train.steps, initial=self.state.step, unit="step",
+                        desc="training", disable=not (self.enabled and self.progress),
+                        dynamic_ncols=True)
+        self._t0, self._steps0 = time.perf_counter(), self.state.step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def _reset_window(self) -> None:
+        dev = self.state.device
+        self.sums = torch.zeros(4, device=dev)  # loss_d, loss_g, D(real), D(fake) logits
+        self.count = 0
+
+    # ---- per step ----
+    def after_step(self, loss_d: torch.Tensor, loss_g: torch.Tensor, d_real: torch.Tensor,
+                   d_fake: torch.Tensor) -> None:
+        step, t = self.state.step, self.config.train
+        values = torch.stack([loss_d, loss_g, d_real.float().mean(), d_fake.float().mean()])
+        nonfinite = ~torch.isfinite(values[:2]).all()
+        self.first_bad = torch.where(nonfinite & ~self.bad, torch.as_tensor(step), self.first_bad)
+        self.bad |= nonfinite
+        self.sums += values
+        self.count += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if step % t.log_every == 0 or step == t.steps:
+            self._log(step)
+        if self.enabled and (step % t.sample_every == 0):
+            self.save_samples(f"step-{step:08d}")
+        if step % t.checkpoint_every == 0 and step != t.steps and self.enabled:
+            self.save_checkpoint()
+
+    def finite_so_far(self) -> bool:
+        return not bool(self.bad)
+
+    def _raise_if_diverged(self) -> None:
+        if bool(self.bad):
+            where = f"{self.last_checkpoint}" if self.last_checkpoint else "none was written yet"
+            raise TrainingDivergedError(
+                f"training diverged: a loss became NaN/Inf at step {int(self.first_bad)}; "
+                f"stopped without saving; last good checkpoint: {where}. Try a lower learning "
+                "rate, train.loss 'hinge' or model.spectral_norm: true"
+            )
+
+    def _log(self, step: int) -> None:
+        self._raise_if_diverged()
+        means = (self.sums / max(self.count, 1)).tolist()
+        elapsed = time.perf_counter() - self._t0
+        done = step - self._steps0
+        world = int(self.meta.get("world_size", 1))
+        self.images_per_s = done * self.config.train.batch_size * world / max(elapsed, 1e-9)
+        names = ("loss_d", "loss_g", "d_real_logit", "d_fake_logit")
+        for name, value in zip(names, means, strict=True):
+            self.history.setdefault(name, []).append((step, value))
+            if self.writer is not None:
+                self.writer.add_scalar(f"train/{name}", value, step)
+        if self.writer is not None:
+            self.writer.add_scalar("train/images_per_s", self.images_per_s, step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}",
+                                 img_s=f"{self.images_per_s:.0f}", refresh=False)
+        self._reset_window()
+
+    # ---- artefacts ----
+    @torch.no_grad()
+    def fixed_samples(self) -> torch.Tensor:
+        gen = self.state.sampling_generator
+        was_training = gen.training
+        gen.eval()
+        out = gen(self.fixed_z).float().cpu()
+        gen.train(was_training)
+        return out
+
+    def save_samples(self, name: str) -> Path:
+        samples = self.fixed_samples()
+        path = save_grid(samples, self.samples_dir / f"{name}.png", nrow=8)
+        channels = samples.shape[1] - 1
+        score = mean_pairwise_msssim(samples[:COLLAPSE_SAMPLES, :channels])
+        self.history.setdefault("diversity_msssim", []).append((self.state.step, score))
+        if self.writer is not None:
+            self.writer.add_scalar("samples/mean_pairwise_msssim", score, self.state.step)
+        if score > self.config.train.collapse_threshold:
+            log.warning(
+                "possible mode collapse at step %d: mean pairwise MS-SSIM of the fixed samples "
+                "is %.3f (> %.2f); see %s", self.state.step, score,
+                self.config.train.collapse_threshold, path,
+            )
+        return path
+
+    def save_checkpoint(self) -> Path:
+        self._raise_if_diverged()
+        if self.last_saved_step == self.state.step and self.last_checkpoint is not None:
+            return self.last_checkpoint
+        sidecar = {**self.meta, "history": self.history, "images_per_s": self.images_per_s}
+        self.last_checkpoint = self.state.checkpoint(self.checkpoint_dir, sidecar)
+        self.last_saved_step = self.state.step
+        return self.last_checkpoint
+
+    def finish(self):
+        """Final checkpoint, grid, loss curves and model card; returns a ``TrainResult``."""
+        from medgan.training.trainer import TrainResult
+
+        self._raise_if_diverged()
+        losses = {k: v[-1][1] for k, v in self.history.items() if v}
+        if not self.enabled:
+            return TrainResult(self.run_dir, self.checkpoint_dir, self.state.step,
+                               self.images_per_s, losses)
+        grid = self.save_samples("final")
+        checkpoint = self.save_checkpoint()
+        save_curves({k: v for k, v in self.history.items() if k.startswith("loss")},
+                    self.run_dir / "loss_curves.png")
+        (self.run_dir / "history.json").write_text(json.dumps(self.history), encoding="utf-8")
+        write_model_card(self.run_dir, checkpoint, self.meta, self.history, self.state.step,
+                         self.images_per_s)
+        return TrainResult(self.run_dir, checkpoint, self.state.step, self.images_per_s,
+                           losses, grid)

@@ -1,0 +1,131 @@
+"""Everything that makes up one training run's state, and its checkpoint round trip.
+
+``TrainState`` holds the models, the EMA, the optimisers, the AMP scaler and the random
+generators. :meth:`TrainState.checkpoint` and :meth:`TrainState.restore` turn it into safetensors
+files + sidecar and back, so that resuming reproduces an uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from medgan.config import MedganConfig
+from medgan.models import Discriminator, Generator
+from medgan.training.checkpoint import (
+    load_weights,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    read_sidecar,
+    save_checkpoint,
+)
+
+
+def build_generator(config: MedganConfig, image_channels: int) -> Generator:
+    return Generator(config.spatial_dims, config.data.patch_size, image_channels=image_channels,
+                     latent_dim=config.model.latent_dim, ngf=config.model.ngf)
+
+
+def build_discriminator(config: MedganConfig, image_channels: int) -> Discriminator:
+    m = config.model
+    return Discriminator(config.spatial_dims, config.data.patch_size, image_channels + 1,
+                         ndf=m.ndf, norm=m.d_norm, spectral_norm=m.spectral_norm,
+                         minibatch_std=m.minibatch_std, dropout=m.d_dropout)
+
+
+@dataclass
+class TrainState:
+    """Models, EMA, optimisers, scaler and RNGs of a run (``step`` = finished G updates)."""
+
+    generator: Generator
+    discriminator: Discriminator
+    ema: AveragedModel | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    rng: torch.Generator
+    device: torch.device
+    step: int = 0
+
+    @classmethod
+    def create(cls, config: MedganConfig, image_channels: int, device: torch.device,
+               seed: int) -> TrainState:
+        torch.manual_seed(seed)
+        g = build_generator(config, image_channels).to(device)
+        d = build_discriminator(config, image_channels).to(device)
+        t = config.train
+        ema = None
+        if t.ema_decay is not None:
+            ema = AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
+                                use_buffers=True)
+        opt_g = torch.optim.Adam(g.parameters(), lr=t.lr_g, betas=t.betas)
+        opt_d = torch.optim.Adam(d.parameters(), lr=t.lr_d, betas=t.betas)
+        fp16 = device.type == "cuda" and amp_dtype(config, device) == torch.float16
+        scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        rng = torch.Generator(device=device).manual_seed(seed)
+        return cls(g, d, ema, opt_g, opt_d, scaler, rng, device)
+
+    @property
+    def sampling_generator(self) -> torch.nn.Module:
+        """The EMA generator when enabled, else the raw one."""
+        return self.ema.module if self.ema is not None else self.generator
+
+    def _training_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tg, groups_g = optimizer_to_tensors(self.opt_g, "opt_g")
+        td, groups_d = optimizer_to_tensors(self.opt_d, "opt_d")
+        tensors = {**tg, **td, "rng.loop": self.rng.get_state(),
+                   "rng.torch_cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            tensors["rng.torch_cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.ema is not None:
+            tensors["ema.n_averaged"] = self.ema.n_averaged
+        scaler = self.scaler.state_dict() if self.scaler.is_enabled() else {}
+        return tensors, {"opt_g": groups_g, "opt_d": groups_d, "scaler": scaler}
+
+    def checkpoint(self, checkpoint_dir: Path, sidecar: dict[str, Any]) -> Path:
+        """Write a full checkpoint (weights, EMA, optimisers, RNGs) for ``self.step``."""
+        tensors, extra = self._training_tensors()
+        weights = {"generator": self.generator.state_dict(),
+                   "discriminator": self.discriminator.state_dict(),
+                   "training_state": tensors}
+        if self.ema is not None:
+            weights["generator_ema"] = self.ema.module.state_dict()
+        return save_checkpoint(checkpoint_dir, self.step, weights,
+                               {**sidecar, "training": extra})
+
+    def restore(self, folder: Path) -> dict[str, Any]:
+        """Load a checkpoint written by :meth:`checkpoint`; returns its sidecar."""
+        meta = read_sidecar(folder)
+        dev = self.device
+        self.generator.load_state_dict(load_weights(folder, "generator", dev))
+        self.discriminator.load_state_dict(load_weights(folder, "discriminator", dev))
+        state = load_weights(folder, "training_state", "cpu")
+        if self.ema is not None:
+            self.ema.module.load_state_dict(load_weights(folder, "generator_ema", dev))
+            self.ema.n_averaged.copy_(state["ema.n_averaged"].to(dev))
+        extra = meta["training"]
+        optimizer_from_tensors(self.opt_g, state, "opt_g", extra["opt_g"])
+        optimizer_from_tensors(self.opt_d, state, "opt_d", extra["opt_d"])
+        if extra.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(extra["scaler"])
+        self.rng.set_state(state["rng.loop"])
+        torch.set_rng_state(state["rng.torch_cpu"])
+        if dev.type == "cuda" and "rng.torch_cuda" in state:
+            torch.cuda.set_rng_state(state["rng.torch_cuda"], dev)
+        self.step = int(meta["step"])
+        return meta
+
+
+def amp_dtype(config: MedganConfig, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for the device and ``train.amp`` (None = full precision)."""
+    if device.type != "cuda" or config.train.amp == "off":
+        return None
+    if config.train.amp == "fp16":
+        return torch.float16
+    if config.train.amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16

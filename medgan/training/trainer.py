@@ -1,0 +1,236 @@
+"""The GAN training loop (``medgan train``), readable top to bottom.
+
+One iteration = ``d_steps`` discriminator updates then one generator update, as in the
+pytorch/examples DCGAN. Real patches come from the cached :class:`~medgan.data.PatchBank`
+(on the device when it fits), losses stay on the device and are read back only every
+``log_every`` steps, and checkpoints are atomic. Ctrl-C saves a checkpoint and re-raises
+``KeyboardInterrupt``; a NaN/Inf loss raises :class:`TrainingDivergedError` and keeps the last
+good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medgan._version import __version__
+from medgan.config import MedganConfig, save_config
+from medgan.data import PatchBank, build_patch_bank, load_datalist
+from medgan.errors import CheckpointError, ConfigError, OutputError, TrainingDivergedError
+from medgan.training import distributed
+from medgan.training.batches import PatchSampler
+from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
+from medgan.training.diffaugment import diff_augment
+from medgan.training.losses import discriminator_loss, generator_loss, gradient_penalty
+from medgan.training.monitor import Monitor
+from medgan.training.state import TrainState, amp_dtype
+
+log = logging.getLogger(__name__)
+FIXED_SAMPLES = 64
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-to-completion) run produced."""
+
+    run_dir: Path
+    checkpoint: Path
+    steps: int
+    images_per_s: float
+    losses: dict[str, float] = field(default_factory=dict)
+    grid: Path | None = None
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but no CUDA GPU is available")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, not {device!r}")
+    return torch.device(device)
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    if resume:
+        if not run_dir.is_dir():
+            raise CheckpointError(f"{run_dir}: --resume given but the run folder does not exist")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise OutputError(
+            f"{run_dir}: run folder already exists and is not empty; pass --resume to continue "
+            "that run or choose another --out"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"{run_dir}: cannot write to the run folder ({err.strerror})") from None
+
+
+def _load_bank(config: MedganConfig, data: str | Path | None, run_dir: Path, seed: int,
+               skip_bad: bool, progress: bool) -> PatchBank:
+    if data is None:
+        from medgan.datasets import sample_datalist_path
+
+        if config.modality == "none":
+            raise ConfigError("modality 'none' has no bundled sample; pass --data DATALIST")
+        data = sample_datalist_path(config.modality)
+    problems: list[str] | None = [] if skip_bad else None
+    cases = load_datalist(data, problems)
+    for p in problems or []:
+        log.warning("skipping: %s", p)
+    cache_dir = config.data.cache_dir or run_dir / "cache"
+    return build_patch_bank(cases, config, cache_dir=cache_dir, skip_bad=skip_bad, seed=seed,
+                            progress=progress)
+
+
+def checkpoint_metadata(config: MedganConfig, bank: PatchBank, seed: int) -> dict[str, Any]:
+    """Everything sampling needs besides the weights (recorded in every checkpoint)."""
+    return {
+        "config": config.to_dict(), "seed": seed, "modality": config.modality,
+        "spatial_dims": config.spatial_dims, "patch_size": config.data.patch_size,
+        "image_channels": bank.image_channels, "latent_dim": config.model.latent_dim,
+        "spacing_mm": list(bank.spacing_mm), "intensity": bank.intensity.to_dict(),
+        "lesion_labels": config.data.lesion_labels, "data_fingerprint": bank.fingerprint,
+        "n_cases": len(bank.case_ids), "n_patches": len(bank),
+        "n_lesion_patches": int(bank.has_lesion.sum()), "medgan_version": __version__,
+    }
+
+
+def _resume_config(run_dir: Path, config: MedganConfig | None) -> tuple[MedganConfig, Path]:
+    folder = resolve_checkpoint(run_dir)
+    meta = read_sidecar(folder)
+    from medgan.config import config_from_dict
+
+    saved = config_from_dict(meta["config"], source=str(folder / "checkpoint.json"))
+    if config is not None:
+        if config.model != saved.model or config.data != saved.data or \
+                config.modality != saved.modality or config.spatial_dims != saved.spatial_dims:
+            raise ConfigError(
+                f"{run_dir}: --config changes the model, data or modality of the run being "
+                "resumed; only train.* settings (e.g. train.steps) may change on resume"
+            )
+        saved = saved.model_copy(update={"train": config.train})
+    return saved, folder
+
+
+def train(
+    config: MedganConfig | None, data: str | Path | None = None, out: str | Path = "runs/medgan",
+    resume: bool = False, device: str = "auto", seed: int = 0, skip_bad: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a DCGAN on lesion-centred patches; write checkpoints, grids and logs to ``out``.
+
+    Args:
+        config: validated config; may be None with ``resume`` (the run's own config is used).
+        data: datalist (decathlon JSON, imagesTr/labelsTr folder, DICOM folders); None = the
+            bundled sarcoma sample of ``config.modality``.
+        out: run folder; must be new or empty unless ``resume``.
+        resume: continue from the run's latest checkpoint with identical optimiser/RNG state.
+        device: "auto", "cpu" or "cuda".
+        seed: seed for weights, patch extraction, noise and augmentation.
+    """
+    run_dir = Path(out)
+    dist = distributed.setup()
+    dev = dist.device if dist.world_size > 1 else resolve_device(device)
+    if dist.is_main:
+        _prepare_run_dir(run_dir, resume)
+    dist.barrier()
+    resume_from = None
+    if resume:
+        config, resume_from = _resume_config(run_dir, config)
+    if config is None:
+        raise ConfigError("a --config is required unless --resume is given")
+    if dist.is_main and not resume:
+        save_config(config, run_dir / "config.yaml")
+
+    bank = _load_bank(config, data, run_dir, seed, skip_bad, progress and dist.is_main)
+    state = TrainState.create(config, bank.image_channels, dev, seed + dist.rank)
+    meta = checkpoint_metadata(config, bank, seed)
+    history: dict[str, list[tuple[int, float]]] = {}
+    if resume_from is not None:
+        old = state.restore(resume_from)
+        history = {k: [tuple(x) for x in v] for k, v in old.get("history", {}).items()}
+        if old["data_fingerprint"] != bank.fingerprint:
+            log.warning("the data differ from those the run started with (fingerprint changed)")
+        log.info("resumed from %s at step %d", resume_from, state.step)
+    distributed.wrap(state, dist)
+    sampler = PatchSampler(bank, dev, config.train.batch_size, state.rng,
+                           flips=config.train.flip_augment, shard=(dist.rank, dist.world_size))
+    monitor = Monitor(run_dir, config, meta, state, history, enabled=dist.is_main,
+                      progress=progress)
+    try:
+        _loop(config, state, sampler, monitor, dist)
+    except KeyboardInterrupt:
+        if dist.is_main and monitor.finite_so_far():
+            path = monitor.save_checkpoint()
+            log.warning("interrupted at step %d; checkpoint saved to %s", state.step, path)
+        raise
+    finally:
+        monitor.close()
+    return monitor.finish()
+
+
+def _loop(config: MedganConfig, state: TrainState, sampler: PatchSampler, monitor: Monitor,
+          dist: distributed.DistInfo) -> None:
+    t = config.train
+    g, d = state.generator, state.discriminator
+    g_core = distributed.unwrap(g)
+    dtype = amp_dtype(config, state.device)
+    autocast = (torch.autocast(state.device.type, dtype=dtype) if dtype is not None
+                else contextlib.nullcontext())
+    channels = g_core.image_channels
+    batch = t.batch_size
+    g.train()
+    d.train()
+    monitor.start()
+    while state.step < t.steps:
+        real = sampler.next()  # (B, C + 1, *P) in [-1, 1]
+        # ---- discriminator: maximise log D(x) + log(1 - D(G(z))) (or hinge / WGAN-GP) ----
+        for _ in range(t.d_steps):
+            z = g_core.sample_latent(batch, generator=state.rng, device=state.device)
+            with autocast:
+                fake = g(z)
+                real_in = diff_augment(real, t.diffaugment, channels, generator=state.rng)
+                fake_in = diff_augment(fake.detach(), t.diffaugment, channels,
+                                       generator=state.rng)
+                d_real, d_fake = d(real_in), d(fake_in)
+            loss_d = discriminator_loss(d_real.float(), d_fake.float(), t.loss, t.real_label)
+            if t.loss == "wgan-gp" and t.gp_weight > 0:
+                loss_d = loss_d + t.gp_weight * gradient_penalty(
+                    distributed.unwrap(d), real_in.float(), fake_in.float(), generator=state.rng
+                )
+            state.opt_d.zero_grad(set_to_none=True)
+            state.scaler.scale(loss_d).backward()
+            distributed.average_gradients(d, dist)
+            state.scaler.step(state.opt_d)
+        # ---- generator: maximise log D(G(z)) (non-saturating), reusing the last fake ----
+        with autocast:
+            d_fake_g = distributed.unwrap(d)(
+                diff_augment(fake, t.diffaugment, channels, generator=state.rng)
+            )
+        loss_g = generator_loss(d_fake_g.float(), t.loss)
+        state.opt_g.zero_grad(set_to_none=True)
+        state.scaler.scale(loss_g).backward()
+        state.scaler.step(state.opt_g)
+        state.scaler.update()
+        if state.ema is not None:
+            state.ema.update_parameters(g_core)
+        state.step += 1
+        monitor.after_step(loss_d.detach(), loss_g.detach(), d_real.detach(), d_fake.detach())
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The resolved config a run was started with (from its latest checkpoint)."""
+    return json.loads((resolve_checkpoint(run_dir) / "checkpoint.json").read_text())["config"]
