@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import torch
 from medgan._version import __version__
 from medgan.config import MedganConfig, save_config
 from medgan.data import PatchBank, build_patch_bank, load_datalist
-from medgan.errors import CheckpointError, ConfigError, OutputError, TrainingDivergedError
+from medgan.errors import CheckpointError, ConfigError, OutputError
 from medgan.training import distributed
 from medgan.training.batches import PatchSampler
 from medgan.training.checkpoint import read_sidecar, resolve_checkpoint

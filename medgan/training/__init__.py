@@ -1,0 +1,1 @@
+"""GAN training: the loop, losses, differentiable augmentation, EMA and checkpoints."""
