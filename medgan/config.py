@@ -210,14 +210,14 @@ class MedganConfig(_Strict):
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown option (check the spelling; see configs/ for valid keys)"
     elif first["type"] == "missing":
         msg = "is required"
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
+    return f"{source}: {loc}: {msg}{more}" if loc else f"{source}: {msg}{more}"
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> MedganConfig:
@@ -241,7 +241,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Me
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]}{where})") from None
     if data is None:
         raise ConfigError(f"{path}: config file is empty")
     if not isinstance(data, dict):
@@ -250,7 +252,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Me
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:
-            node = node.setdefault(key, {})
+            if node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f"{path}: cannot override {dotted!r}: {key!r} is a value, not a section"
+                )
         node[leaf] = value
     return config_from_dict(data, source=str(path))
 

@@ -121,9 +121,12 @@ class Monitor:
                 self.writer.add_scalar(f"train/{name}", value, step)
         if self.writer is not None:
             self.writer.add_scalar("train/images_per_s", self.images_per_s, step)
-        if self.bar is not None:
+        if self.bar is not None and not self.bar.disable:
             self.bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}",
                                  img_s=f"{self.images_per_s:.0f}", refresh=False)
+        elif self.enabled:
+            log.info("step %d/%d  loss_d %.3f  loss_g %.3f  %.0f images/s", step,
+                     self.config.train.steps, means[0], means[1], self.images_per_s)
         self._reset_window()
 
     # ---- artefacts ----

@@ -50,6 +50,7 @@ class TrainState:
     rng: torch.Generator
     device: torch.device
     step: int = 0
+    calibrated_step: int = -1  # step at which the EMA's BatchNorm statistics were recomputed
 
     @classmethod
     def create(cls, config: MedganConfig, image_channels: int, device: torch.device,
@@ -60,8 +61,10 @@ class TrainState:
         t = config.train
         ema = None
         if t.ema_decay is not None:
+            # BatchNorm statistics are not averaged: they are recomputed for the averaged
+            # weights by calibrate_ema() before the EMA generator is used or saved.
             ema = AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
-                                use_buffers=True)
+                                use_buffers=False)
         opt_g = torch.optim.Adam(g.parameters(), lr=t.lr_g, betas=t.betas)
         opt_d = torch.optim.Adam(d.parameters(), lr=t.lr_d, betas=t.betas)
         fp16 = device.type == "cuda" and amp_dtype(config, device) == torch.float16
@@ -71,8 +74,41 @@ class TrainState:
 
     @property
     def sampling_generator(self) -> torch.nn.Module:
-        """The EMA generator when enabled, else the raw one."""
-        return self.ema.module if self.ema is not None else self.generator
+        """The EMA generator when enabled (BatchNorm calibrated), else the raw one."""
+        if self.ema is None:
+            return self.generator
+        self.calibrate_ema()
+        return self.ema.module
+
+    @torch.no_grad()
+    def calibrate_ema(self, batches: int = 16, batch_size: int = 64) -> None:
+        """Recompute the EMA generator's BatchNorm running statistics for its own weights.
+
+        Averaged weights do not match running statistics gathered by the raw generator, and
+        eval-mode samples come out washed out; like SWA's ``update_bn``, we run ``batches``
+        forward passes in train mode with a cumulative average. The latents come from a
+        private, fixed-seed generator so the training RNG stream is untouched.
+        """
+        if self.ema is None or self.calibrated_step == self.step:
+            return
+        model = self.ema.module
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)
+                 and m.track_running_stats]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        was_training = model.training
+        model.train()
+        rng = torch.Generator().manual_seed(12345)
+        for _ in range(batches):
+            model(model.sample_latent(batch_size, generator=rng, device=self.device))
+        model.train(was_training)
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        self.calibrated_step = self.step
 
     def _training_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tg, groups_g = optimizer_to_tensors(self.opt_g, "opt_g")
@@ -93,6 +129,7 @@ class TrainState:
                    "discriminator": self.discriminator.state_dict(),
                    "training_state": tensors}
         if self.ema is not None:
+            self.calibrate_ema()
             weights["generator_ema"] = self.ema.module.state_dict()
         return save_checkpoint(checkpoint_dir, self.step, weights,
                                {**sidecar, "training": extra})

@@ -151,10 +151,9 @@ def train(
         config, resume_from = _resume_config(run_dir, config)
     if config is None:
         raise ConfigError("a --config is required unless --resume is given")
-    if dist.is_main and not resume:
-        save_config(config, run_dir / "config.yaml")
-
     bank = _load_bank(config, data, run_dir, seed, skip_bad, progress and dist.is_main)
+    if dist.is_main and not resume:  # after the data loaded: bad input leaves --out empty
+        save_config(config, run_dir / "config.yaml")
     state = TrainState.create(config, bank.image_channels, dev, seed + dist.rank)
     meta = checkpoint_metadata(config, bank, seed)
     history: dict[str, list[tuple[int, float]]] = {}
