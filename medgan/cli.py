@@ -98,7 +98,9 @@ def check_data_cmd(datalist: Path, config_path: Path, json_out: str | None,
         if json_out:
             _dump_json(report.to_dict(), json_out)
     if not report.ok:
-        click.echo(f"Error: {report.n_bad} unusable case(s) in {datalist}", err=True)
+        first = next(c.errors[0] for c in report.cases if c.errors)
+        click.echo(f"Error: {report.n_bad} unusable case(s) in {datalist}; first: {first}",
+                   err=True)
         sys.exit(1)
 
 
@@ -112,7 +114,11 @@ def _parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise click.BadParameter(f"must look like section.key=value, not {item!r}",
                                      param_hint="--set")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise click.BadParameter(f"value of {item!r} is not valid YAML",
+                                     param_hint="--set") from None
     return out
 
 
@@ -169,6 +175,211 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
         click.echo(f"checkpoint: {result.checkpoint}")
         click.echo(f"samples:    {result.grid}")
         click.echo(f"model card: {result.run_dir / 'MODEL_CARD.md'}")
+
+
+@main.command("sample")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="Run folder, its checkpoints/ folder or one checkpoint folder.")
+@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=100,
+              help="Number of image + mask pairs to write.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output folder: imagesTr/, labelsTr/, dataset.json, contact_sheet.png.")
+@click.option("--seed", type=click.IntRange(min=0), default=0,
+              help="Base seed; every sample's own seed is recorded in dataset.json.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64,
+              help="Samples generated and post-processed per step (the files do not change).")
+@click.option("--device", type=DEVICE, default="auto",
+              help="auto = CUDA when available, else CPU.")
+@click.option("--ema/--no-ema", default=True,
+              help="Sample from the EMA generator weights (when the checkpoint has them).")
+@click.option("--overwrite", is_flag=True, default=False,
+              help="Replace medgan's outputs in a non-empty --out (other files are kept).")
+@click.option("--max-similarity", type=click.FloatRange(-1.0, 1.0, min_open=True), default=None,
+              help="Redraw samples whose NCC to the nearest real training patch exceeds this "
+                   "(e.g. 0.95). Needs --real-data.")
+@click.option("--real-data", type=click.Path(path_type=Path), default=None,
+              help="Datalist of the real training data, for --max-similarity.")
+@click.option("--min-lesion-voxels", type=click.IntRange(min=0), default=None,
+              help="Drop mask components smaller than this (default: 10 in 2D, 20 in 3D).")
+@click.option("--keep-largest", is_flag=True, default=False,
+              help="Keep only the largest connected lesion component of each mask.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, device: str,
+               ema: bool, overwrite: bool, max_similarity: float | None, real_data: Path | None,
+               min_lesion_voxels: int | None, keep_largest: bool, progress: bool) -> None:
+    """Generate N synthetic lesion image + mask pairs from a checkpoint as a MONAI dataset.
+
+    Images are written in physical units (HU, SUV, MR scale) with the training spacing, masks
+    as uint8; the same checkpoint and --seed give byte-identical files.
+    """
+    if max_similarity is not None and real_data is None:
+        raise click.UsageError("--max-similarity needs --real-data (the real training data)")
+    from medgan.sampling import MaskPostprocess, sample
+
+    result = sample(checkpoint, n, out, seed=seed, batch_size=batch_size, device=device,
+                    use_ema=ema, overwrite=overwrite, max_similarity=max_similarity,
+                    real_datalist=real_data, progress=progress,
+                    postprocess=MaskPostprocess(min_size=min_lesion_voxels,
+                                                keep_largest=keep_largest))
+    click.echo(f"wrote {result.n} pairs ({result.samples_per_s:.1f} samples/s)")
+    click.echo(f"datalist:      {result.datalist}")
+    click.echo(f"contact sheet: {result.contact_sheet}")
+    if result.n_redrawn_empty or result.n_redrawn_similar:
+        click.echo(f"redrawn: {result.n_redrawn_empty} empty mask(s), "
+                   f"{result.n_redrawn_similar} too similar to real data")
+
+
+# ---- medgan evaluate: segmentation benchmark, sample quality, memorisation audit ----
+ARM_NAMES = ("real", "real+aug", "real+aug+synthetic", "real+aug+insert", "real+aug+carvemix")
+
+
+def _eval_config(config_path: Path | None) -> Any:
+    if config_path is None:
+        return None
+    from medgan.config import load_config
+
+    return load_config(config_path)
+
+
+def _command_line() -> str:
+    """The running command with every option spelled out (recorded in reports)."""
+    import shlex
+
+    ctx = click.get_current_context()
+    parts = ["medgan", "evaluate", str(ctx.info_name)]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if not isinstance(param, click.Option) or value is None:
+            continue
+        if param.is_flag and param.secondary_opts:
+            if value != param.default:
+                parts.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            parts += [param.opts[0]] if value else []
+        else:
+            parts += [param.opts[0], str(value)]
+    return shlex.join(parts)
+
+
+@main.group("evaluate")
+def evaluate_group() -> None:
+    """Evaluate a generator: downstream segmentation, sample quality, memorisation."""
+
+
+@evaluate_group.command("segmentation")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Real datalist: dataset.json, imagesTr/+labelsTr/ folder or DICOM folders.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Generator checkpoint (run folder or checkpoint folder); its config loads "
+                   "the scans. Needed for the synthetic and insert arms.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="YAML config used to load the scans instead of the checkpoint's (required "
+                   "without --checkpoint).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output folder: report.md, report.json, PNG plots, runs/.")
+@click.option("--train-cases", default="5,10,all",
+              help="Training regimes: numbers of training patients, comma-separated; 'all' = "
+                   "every non-test patient.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3,
+              help="Seeds (0..N-1) per arm and regime.")
+@click.option("--ratio", type=click.FloatRange(0.0, 1.0), default=0.5,
+              help="Share of training patches that get added lesions (synthetic patch, GAN "
+                   "insertion or CarveMix, per arm).")
+@click.option("--arms", default=",".join(ARM_NAMES),
+              help="Comma-separated arms to run, out of: " + ", ".join(ARM_NAMES) + ".")
+@click.option("--fast", is_flag=True, default=False,
+              help="Tiny UNet, 30 iterations (smoke test; numbers are not meaningful).")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Training iterations per run (default: 400, or 30 with --fast).")
+@click.option("--resume", is_flag=True, default=False,
+              help="Continue the benchmark in --out, skipping finished runs.")
+@click.option("--device", type=DEVICE, default="auto",
+              help="auto = CUDA when available, else CPU.")
+@click.option("--seed", type=click.IntRange(min=0), default=0,
+              help="Seed of the patient split (test patients and regime membership).")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def evaluate_segmentation_cmd(data: Path, checkpoint: Path | None, config_path: Path | None,
+                              out: Path, train_cases: str, seeds: int, ratio: float, arms: str,
+                              fast: bool, iterations: int | None, resume: bool, device: str,
+                              seed: int, progress: bool) -> None:
+    """Train a MONAI UNet per arm, seed and training regime; compare arms on held-out patients.
+
+    Arms: real (no augmentation), real+aug (standard augmentation, the reference),
+    real+aug+synthetic (extra GAN patches), real+aug+insert (GAN lesions pasted into real
+    patches), real+aug+carvemix (real lesions copied between training patients).
+    """
+    from medgan.evaluation import evaluate_segmentation
+
+    result = evaluate_segmentation(
+        data, out, checkpoint=checkpoint, config=_eval_config(config_path),
+        train_cases=train_cases, seeds=seeds, ratio=ratio,
+        arms=[a.strip() for a in arms.split(",") if a.strip()], fast=fast, resume=resume,
+        device=device, iterations=iterations, split_seed=seed, progress=progress,
+        command=_command_line())
+    click.echo(f"{result.n_runs} runs ({result.n_skipped} resumed)")
+    click.echo(f"report: {result.report_md}")
+
+
+@evaluate_group.command("quality")
+@click.option("--real", type=click.Path(path_type=Path), required=True,
+              help="Datalist of the real training data.")
+@click.option("--synthetic", type=click.Path(path_type=Path), required=True,
+              help="Folder written by medgan sample (with dataset.json).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="The generator's checkpoint (patch settings and intensity mapping). "
+                   "Default: the one recorded in the synthetic dataset.json.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Training YAML, instead of --checkpoint.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/quality/report.json"),
+              help="Report JSON (a .md summary is written next to it).")
+@click.option("--frd/--no-frd", default=True,
+              help="Frechet Radiomics Distance (needs pip install 'medgan[frd]').")
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the random pairs.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def evaluate_quality_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
+                         config_path: Path | None, out: Path, frd: bool, seed: int,
+                         progress: bool) -> None:
+    """Compare synthetic with real lesion patches: MMD, MS-SSIM, diversity, sizes, FRD."""
+    from medgan.evaluation import evaluate_quality
+    from medgan.evaluation.quality import quality_markdown
+
+    report = evaluate_quality(real, synthetic, checkpoint=checkpoint,
+                              config=_eval_config(config_path), out=out, seed=seed, frd=frd,
+                              progress=progress)
+    click.echo(quality_markdown(report))
+    click.echo(f"report: {out}")
+
+
+@evaluate_group.command("privacy")
+@click.option("--real", type=click.Path(path_type=Path), required=True,
+              help="Datalist of the real training data.")
+@click.option("--synthetic", type=click.Path(path_type=Path), required=True,
+              help="Folder written by medgan sample (with dataset.json).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="The generator's checkpoint. Default: the one recorded in the synthetic "
+                   "dataset.json.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Training YAML, instead of --checkpoint.")
+@click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=0.95,
+              help="Flag synthetic samples whose NCC to the nearest real patch exceeds this.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/privacy"),
+              help="Output folder: report.json, report.md, closest_pairs.png.")
+@click.option("--seed", type=click.IntRange(min=0), default=0,
+              help="Seed of the real-vs-real reference queries.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def evaluate_privacy_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
+                         config_path: Path | None, threshold: float, out: Path, seed: int,
+                         progress: bool) -> None:
+    """Memorisation audit: each synthetic patch's nearest real training patch (NCC, SSIM)."""
+    from medgan.evaluation import evaluate_privacy
+
+    report = evaluate_privacy(real, synthetic, checkpoint=checkpoint,
+                              config=_eval_config(config_path), threshold=threshold, out=out,
+                              seed=seed, progress=progress)
+    click.echo(f"{report['n_above_threshold']} of {report['n_synthetic']} synthetic samples "
+               f"have NCC > {threshold} to a real training patch (max "
+               f"{report['max_ncc']:.3f})")
+    click.echo(f"report: {out / 'report.md'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -84,13 +84,18 @@ def load_decathlon_json(path: Path, key: str = "training") -> list[Case]:
 
 
 def _assign_case_ids(cases: list[Case]) -> None:
-    """File stem as case id; the parent folder's name when stems repeat (flair.nii.gz ...)."""
+    """File stem as case id; the parent folder's name when stems repeat (flair.nii.gz ...);
+    else the first folder level that tells all cases apart (STS_001/CT/image/image.nii.gz)."""
+    folders = [Path(image_files(c)[0]).parent.parts for c in cases]
+    depth = next((d for d in range(min(map(len, folders)))
+                  if len({f[d] for f in folders}) == len(folders)), -1)
     for namer in (
-        lambda c: _case_id(c["image"]),
-        lambda c: Path(image_files(c)[0]).parent.name,
-        lambda c: f"{Path(image_files(c)[0]).parent.name}_{_case_id(c['image'])}",
+        lambda i: _case_id(cases[i]["image"]),
+        lambda i: folders[i][-1],
+        lambda i: folders[i][depth],
+        lambda i: f"{folders[i][-1]}_{_case_id(cases[i]['image'])}",
     ):
-        ids = [c["case_id"] or namer(c) for c in cases]
+        ids = [c["case_id"] or namer(i) for i, c in enumerate(cases)]
         if len(set(ids)) == len(ids):
             break
     for c, cid in zip(cases, ids, strict=True):
@@ -144,6 +149,8 @@ def _dicom_case(case_dir: Path) -> Case | None:
     if label is None:
         return None
     if not any(f.is_file() and not f.name.endswith(NIFTI_SUFFIXES) for f in image_dir.iterdir()):
+        if image_dir != case_dir:
+            raise DataError(f"{image_dir}: DICOM folder is empty")
         raise DataError(
             f"{case_dir}: holds NIfTI files but no DICOM series; write a dataset.json that says "
             "which file is the image and which the label"
@@ -195,7 +202,8 @@ def load_datalist(source: str | Path, problems: list[str] | None = None) -> list
         seen.add(case["case_id"])
         kept.append(case)
     if not kept:
-        raise DataError(f"{source}: no usable case left")
+        first = f" ({problems[0]})" if problems else ""
+        raise DataError(f"{source}: no usable case left{first}")
     return kept
 
 

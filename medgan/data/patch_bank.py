@@ -153,6 +153,14 @@ class _CaseLoader(Dataset):
             data = load_case(case, self.config)
         except DataError as err:
             return {"index": i, "error": str(err)}
+        spatial = tuple(data["image"].shape[1:])
+        axes = spatial[:2] if self.config.spatial_dims == 2 else spatial
+        if min(axes) < self.config.data.patch_size / 2:  # as in check-data: mostly padding
+            return {"index": i, "error": (
+                f"{', '.join(image_files(case))}: scan is {' x '.join(map(str, axes))} voxels "
+                f"at the target spacing, smaller than half of data.patch_size="
+                f"{self.config.data.patch_size}; lower the patch size or the spacing"
+            )}
         rng = np.random.default_rng([self.seed, i])
         patches = extract_patches(
             data["image"].as_tensor(), data["label"].as_tensor(), self.config.spatial_dims,
@@ -174,9 +182,7 @@ def build_patch_bank(
     """
     cache_path = None
     if cache_dir is not None:
-        cache_dir = Path(cache_dir)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        cache_path = cache_dir / f"patches-{cache_key(cases, config, seed)}.safetensors"
+        cache_path = Path(cache_dir) / f"patches-{cache_key(cases, config, seed)}.safetensors"
         if cache_path.is_file():
             try:
                 bank = PatchBank.load(cache_path)
@@ -212,10 +218,11 @@ def build_patch_bank(
         mappings.append(item["mapping"])
         spacings.append(item["spacing"])
     if not imgs:
+        first = f"; first problem: {skipped[0]}" if skipped else ""
         raise DataError(
             "no training patches could be extracted: no usable case has a lesion of at least "
             f"data.min_lesion_voxels={config.data.min_lesion_voxels} voxels per "
-            f"{'slice' if config.spatial_dims == 2 else 'patch'}"
+            f"{'slice' if config.spatial_dims == 2 else 'patch'}{first}"
         )
     kept = [c for c in cases if c["case_id"] in set(ids)]
     bank = PatchBank(
@@ -226,6 +233,7 @@ def build_patch_bank(
         spacing_mm=tuple(float(s) for s in np.median(np.asarray(spacings), axis=0)),
         fingerprint=data_fingerprint(kept), skipped=skipped,
     )
-    if cache_path is not None:
+    if cache_path is not None:  # the folder is made only now: a failed build writes nothing
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
         bank.save(cache_path)
     return bank

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -56,9 +57,24 @@ def _reader_kind(path: str) -> str:
     return "dicom" if p.is_dir() or p.suffix.lower() in (".dcm", ".dicom", "") else "nifti"
 
 
+def _reader_detail(text: str) -> str:
+    """The designated reader's own error line.
+
+    MONAI's ``LoadImage`` wraps reader failures in a generic "cannot find a suitable reader ...
+    install the reader libraries" message followed by each reader's traceback; the first
+    traceback is the reader medgan asked for.
+    """
+    marker = "Traceback (most recent call last):"
+    if marker not in text:
+        return text
+    first = text.split(marker)[1].splitlines()
+    errors = [ln.strip() for ln in first if re.match(r"^[A-Za-z_][\w.]*: ", ln.strip())]
+    return errors[-1].split(": ", 1)[1] if errors else text
+
+
 def _explain_read_error(path: str, err: Exception) -> str:
-    text = " ".join(str(err).split())
-    lowered = text.lower()
+    lowered = " ".join(str(err).split()).lower()
+    text = " ".join(_reader_detail(str(err)).split())
     if "pixel data" in lowered and ("plugin" in lowered or "decod" in lowered):
         return (
             f"{path}: DICOM pixel data is compressed with an encoding that no installed decoder "
@@ -69,11 +85,31 @@ def _explain_read_error(path: str, err: Exception) -> str:
     return f"{path}: cannot be read as a NIfTI image or DICOM series ({text[:160]})"
 
 
+def _is_multiframe_dicom(path: Path) -> bool:
+    """Whether the (first) DICOM file holds several frames (enhanced / multi-frame objects)."""
+    import pydicom
+
+    first = path if path.is_file() else min(f for f in path.iterdir() if f.is_file())
+    try:
+        ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["NumberOfFrames"])
+        return int(ds.get("NumberOfFrames") or 1) > 1
+    except Exception:  # not readable as DICOM: the reader below reports it
+        return False
+
+
 def read_image(path: str) -> MetaTensor:
     """Read one image with MONAI ``LoadImage`` -> channel-first MetaTensor with an affine."""
     p = Path(path)
+    if not p.exists():
+        raise DataError(f"{path}: file does not exist")
     if p.is_dir() and not any(f.is_file() for f in p.iterdir()):
         raise DataError(f"{path}: DICOM folder is empty")
+    if _reader_kind(path) == "dicom" and _is_multiframe_dicom(p):
+        # MONAI's PydicomReader ignores per-frame geometry: the volume would be mis-oriented
+        raise DataError(
+            f"{path}: multi-frame (enhanced) DICOM is not supported; convert it to NIfTI "
+            "first, e.g. with dcm2niix"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
