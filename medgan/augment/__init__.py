@@ -1,0 +1,11 @@
+"""Feed synthetic lesions to segmentation training: a MONAI-style dataset, a mixing sampler and
+a random transform that pastes generated lesions into real images."""
+
+from medgan.augment.dataset import SyntheticLesionDataset, mix_real_synthetic
+from medgan.augment.transforms import RandSyntheticLesion, RandSyntheticLesiond, body_region
+from medgan.sampling.loader import LoadedGenerator, load_generator
+
+__all__ = [
+    "LoadedGenerator", "RandSyntheticLesion", "RandSyntheticLesiond", "SyntheticLesionDataset",
+    "body_region", "load_generator", "mix_real_synthetic",
+]

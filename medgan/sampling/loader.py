@@ -1,0 +1,232 @@
+"""Load a trained generator from a checkpoint, with everything needed to use its output.
+
+A checkpoint carries its own config, intensity mapping and voxel spacing (see
+:func:`medgan.training.trainer.checkpoint_metadata`), so sampling needs nothing but its path.
+Loading goes through :func:`~medgan.training.checkpoint.read_sidecar`, which verifies every
+file's SHA-256 and refuses pickles; weights are read from safetensors only.
+
+Every generated sample is identified by one integer seed: its latent vector is drawn on the CPU
+from ``torch.Generator().manual_seed(seed)``, so ``generate(1, seed=s)`` reproduces a sample on
+any device. :func:`sample_seed` derives the seed of sample ``index`` of a run started with
+``seed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medgan.data.intensity import IntensityMapping
+from medgan.errors import CheckpointError, ConfigError
+from medgan.training.checkpoint import SIDECAR, load_weights, read_sidecar, resolve_checkpoint
+
+log = logging.getLogger(__name__)
+
+#: Sidecar entries that only matter for resuming training (left out of ``metadata``).
+TRAINING_KEYS = ("training", "history")
+REQUIRED_KEYS = ("modality", "spatial_dims", "patch_size", "image_channels", "latent_dim",
+                 "spacing_mm", "intensity", "lesion_labels", "config")
+SEED_BITS = 53  # derived seeds stay exact in JSON readers that use doubles
+DECODE_CHUNK = 16  # latents per generator forward pass (fixed: see LoadedGenerator.decode)
+
+
+def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
+    """Seed of sample ``index`` (and retry ``attempt``) of a run with base ``seed``.
+
+    Derived with NumPy's ``SeedSequence``, so neighbouring indices give unrelated streams;
+    the result is below 2**53.
+    """
+    state = np.random.SeedSequence([seed, index, attempt]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(64 - SEED_BITS))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was requested but no CUDA GPU is available")
+    return dev
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator in eval mode plus the checkpoint facts needed to interpret its output."""
+
+    generator: torch.nn.Module = field(repr=False)
+    metadata: dict[str, Any] = field(repr=False)
+    checkpoint_path: Path
+    checkpoint_sha256: str
+    device: torch.device
+    use_ema: bool = True
+
+    # ---- checkpoint facts ----
+    @property
+    def modality(self) -> str:
+        return str(self.metadata["modality"])
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.metadata["spatial_dims"])
+
+    @property
+    def patch_size(self) -> int:
+        """Patch edge length in voxels."""
+        return int(self.metadata["patch_size"])
+
+    @property
+    def patch_shape(self) -> tuple[int, ...]:
+        """``P`` of the generated ``(C + 1, *P)`` pairs."""
+        return (self.patch_size,) * self.spatial_dims
+
+    @property
+    def image_channels(self) -> int:
+        return int(self.metadata["image_channels"])
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.metadata["latent_dim"])
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel spacing (x, y, z) in mm of the training patches."""
+        x, y, z = (float(s) for s in self.metadata["spacing_mm"])
+        return x, y, z
+
+    @property
+    def intensity(self) -> IntensityMapping:
+        """Map between model space [-1, 1] and physical units (HU, SUV, MR scale)."""
+        return IntensityMapping.from_dict(self.metadata["intensity"])
+
+    @property
+    def lesion_labels(self) -> list[int]:
+        return [int(v) for v in self.metadata["lesion_labels"]]
+
+    # ---- generation ----
+    def latents(self, seeds: Sequence[int]) -> torch.Tensor:
+        """One latent vector per seed, drawn on the CPU -> ``(len(seeds), latent_dim)``."""
+        if not seeds:
+            return torch.zeros(0, self.latent_dim)
+        return torch.cat([self._draw(1, torch.Generator().manual_seed(int(s))) for s in seeds])
+
+    def _draw(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        device = generator.device if generator is not None else torch.device("cpu")
+        return self.generator.sample_latent(n, generator=generator, device=device).float()
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, chunk: int = DECODE_CHUNK,
+               output_device: str | torch.device | None = "cpu") -> torch.Tensor:
+        """Latents ``(n, latent_dim)`` -> pairs ``(n, C + 1, *P)`` in [-1, 1], last = mask.
+
+        Every forward pass sees exactly ``chunk`` latents (the last group is zero-padded):
+        kernels may round differently for different batch shapes, so a fixed shape makes each
+        sample's output independent of how many others are decoded with it (bit for bit, on
+        the same device). Results are moved to ``output_device`` chunk by chunk (None keeps
+        them on the generator's device).
+        """
+        if chunk < 1:
+            raise ConfigError(f"chunk must be a positive integer, not {chunk}")
+        out = []
+        for start in range(0, z.shape[0], chunk):
+            part = z[start:start + chunk].to(self.device, torch.float32)
+            k = part.shape[0]
+            if k < chunk:
+                part = torch.cat([part, part.new_zeros(chunk - k, part.shape[1])])
+            pairs = self.generator(part)[:k].float()
+            out.append(pairs if output_device is None else pairs.to(output_device))
+        if not out:
+            dev = self.device if output_device is None else torch.device(output_device)
+            return torch.zeros(0, self.image_channels + 1, *self.patch_shape, device=dev)
+        return torch.cat(out)
+
+    def generate(self, n: int, seed: int | None = None, generator: torch.Generator | None = None,
+                 batch_size: int = 64, output_device: str | torch.device | None = "cpu"
+                 ) -> torch.Tensor:
+        """``n`` pairs ``(n, C + 1, *P)`` in model space [-1, 1] (image channels, then mask).
+
+        Latents come from ``generator``, else from a CPU generator seeded with ``seed``, else
+        from torch's global RNG. ``batch_size`` latents are decoded and moved per step (in
+        forward chunks of :data:`DECODE_CHUNK`). ``generate(1, seed=s)[0]`` is bit for bit the
+        sample that :func:`medgan.sampling.sample` records with seed ``s`` (same device).
+        """
+        if n < 0:
+            raise ConfigError(f"n must be a non-negative integer, not {n}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, not {batch_size}")
+        if seed is not None and generator is not None:
+            raise ConfigError("pass either seed or generator to generate(), not both")
+        if seed is not None:
+            generator = torch.Generator().manual_seed(int(seed))
+        z = self._draw(n, generator)  # all at once: the stream must not depend on batch_size
+        parts = [self.decode(z[start:start + batch_size], output_device=output_device)
+                 for start in range(0, n, batch_size)]
+        return torch.cat(parts) if parts else self.decode(z, output_device=output_device)
+
+
+def _check_sidecar(meta: dict[str, Any], sidecar: Path) -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{sidecar}: missing {', '.join(missing)}; not a generator "
+                              "checkpoint written by medgan train")
+    spacing = meta["spacing_mm"]
+    if not (isinstance(spacing, list) and len(spacing) == 3 and all(
+            isinstance(s, int | float) and s > 0 for s in spacing)):
+        raise CheckpointError(f"{sidecar}: spacing_mm must be three positive numbers, "
+                              f"not {spacing!r}")
+
+
+def _weights_stem(meta: dict[str, Any], folder: Path, use_ema: bool) -> str:
+    if not use_ema:
+        return "generator"
+    if "generator_ema.safetensors" in meta["files"]:
+        return "generator_ema"
+    log.info("%s: no EMA weights (train.ema_decay was null); using generator.safetensors",
+             folder)
+    return "generator"
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu",
+                   use_ema: bool = True) -> LoadedGenerator:
+    """Load the generator of a checkpoint for sampling.
+
+    Args:
+        path: run folder, its ``checkpoints/`` folder (latest checkpoint) or one checkpoint
+            folder.
+        device: "cpu", "cuda", "cuda:1" or "auto".
+        use_ema: load the EMA weights (``generator_ema.safetensors``, the better sampler) when
+            the checkpoint has them; False loads ``generator.safetensors``.
+
+    Raises:
+        CheckpointError: missing, tampered, pickled or incompatible checkpoint.
+    """
+    from medgan.config import config_from_dict
+    from medgan.training.state import build_generator
+
+    folder = resolve_checkpoint(path)
+    meta = read_sidecar(folder)  # verifies hashes and format_version, refuses pickles
+    sidecar = folder / SIDECAR
+    _check_sidecar(meta, sidecar)
+    config = config_from_dict(meta["config"], source=str(sidecar))
+    dev = resolve_device(device)
+    stem = _weights_stem(meta, folder, use_ema)
+    net = build_generator(config, int(meta["image_channels"]))
+    try:
+        net.load_state_dict(load_weights(folder, stem, "cpu"))
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise CheckpointError(f"{folder / (stem + '.safetensors')}: weights do not fit the "
+                              f"generator described in {SIDECAR} ({first})") from None
+    net.to(dev).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    digest = hashlib.sha256(sidecar.read_bytes()).hexdigest()
+    public = {k: v for k, v in meta.items() if k not in TRAINING_KEYS}
+    return LoadedGenerator(net, public, folder, digest, dev, use_ema=stem == "generator_ema")
