@@ -297,11 +297,14 @@ def evaluate_group() -> None:
               help="auto = CUDA when available, else CPU.")
 @click.option("--seed", type=click.IntRange(min=0), default=0,
               help="Seed of the patient split (test patients and regime membership).")
+@click.option("--threads", type=click.IntRange(min=1), default=1,
+              help="CPU threads for torch; 1 is fastest on a shared machine and gives the same "
+                   "numbers on any machine.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def evaluate_segmentation_cmd(data: Path, checkpoint: Path | None, config_path: Path | None,
                               out: Path, train_cases: str, seeds: int, ratio: float, arms: str,
                               fast: bool, iterations: int | None, resume: bool, device: str,
-                              seed: int, progress: bool) -> None:
+                              seed: int, threads: int, progress: bool) -> None:
     """Train a MONAI UNet per arm, seed and training regime; compare arms on held-out patients.
 
     Arms: real (no augmentation), real+aug (standard augmentation, the reference),
