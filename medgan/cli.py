@@ -104,6 +104,21 @@ def check_data_cmd(datalist: Path, config_path: Path, json_out: str | None,
         sys.exit(1)
 
 
+@main.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON instead.")
+def info_cmd(path: Path, as_json: bool) -> None:
+    """Say whether PATH is medgan synthetic output, and from which checkpoint.
+
+    PATH is a NIfTI file, a datalist JSON, or a checkpoint / run folder. Only headers and JSON
+    are read.
+    """
+    from medgan.info import describe, format_info
+
+    info = describe(path)
+    click.echo(json.dumps(info, indent=2) if as_json else format_info(info))
+
+
 def _parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
     """``--set train.steps=100`` -> ``{"train.steps": 100}`` (values parsed as YAML)."""
     import yaml
@@ -317,8 +332,8 @@ def evaluate_segmentation_cmd(data: Path, checkpoint: Path | None, config_path: 
         data, out, checkpoint=checkpoint, config=_eval_config(config_path),
         train_cases=train_cases, seeds=seeds, ratio=ratio,
         arms=[a.strip() for a in arms.split(",") if a.strip()], fast=fast, resume=resume,
-        device=device, iterations=iterations, split_seed=seed, progress=progress,
-        command=_command_line())
+        device=device, iterations=iterations, split_seed=seed, threads=threads,
+        progress=progress, command=_command_line())
     click.echo(f"{result.n_runs} runs ({result.n_skipped} resumed)")
     click.echo(f"report: {result.report_md}")
 
