@@ -184,7 +184,8 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
     from medgan.training.trainer import train
 
     result = train(config, data=data, out=out, resume=resume, device=device, seed=seed,
-                   skip_bad=skip_bad, progress=progress)
+                   skip_bad=skip_bad, progress=progress,
+                   overrides=values if config is None else None)
     if result.grid is not None:
         click.echo(f"trained {result.steps} steps ({result.images_per_s:.1f} images/s)")
         click.echo(f"checkpoint: {result.checkpoint}")
@@ -305,7 +306,7 @@ def evaluate_group() -> None:
 @click.option("--fast", is_flag=True, default=False,
               help="Tiny UNet, 30 iterations (smoke test; numbers are not meaningful).")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="Training iterations per run (default: 400, or 30 with --fast).")
+              help="Training iterations per run (default: 1000, or 30 with --fast).")
 @click.option("--resume", is_flag=True, default=False,
               help="Continue the benchmark in --out, skipping finished runs.")
 @click.option("--device", type=DEVICE, default="auto",

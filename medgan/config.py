@@ -162,6 +162,11 @@ class TrainConfig(_Strict):
     )
     num_workers: int = Field(0, ge=0, description="Data-loading workers for patch extraction.")
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
+
     @model_validator(mode="after")
     def _betas(self) -> TrainConfig:
         if not all(0.0 <= b < 1.0 for b in self.betas):
@@ -177,10 +182,18 @@ class MedganConfig(_Strict):
     modality: Modality = Field(..., description="Image modality: ct, mr, pet or none.")
     spatial_dims: Literal[2, 3] = Field(2, description="2 = axial slice patches, 3 = volumes.")
     name: str = Field("medgan", description="Run name used in logs and the model card.")
-    intensity: IntensityConfig = Field(default_factory=IntensityConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    intensity: IntensityConfig = Field(
+        default_factory=IntensityConfig, description="Mapping of intensities to [-1, 1]."
+    )
+    data: DataConfig = Field(
+        default_factory=DataConfig, description="Resampling, lesion labels, patch extraction."
+    )
+    model: ModelConfig = Field(
+        default_factory=ModelConfig, description="Generator/discriminator architecture."
+    )
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="Optimisation, stabilisers, logging cadence."
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> MedganConfig:

@@ -24,7 +24,9 @@ sets.
 | training steps | {steps} |
 | final losses | {losses} |
 | sample diversity (mean pairwise MS-SSIM, lower = more diverse) | {diversity} |
-| throughput | {ips:.1f} images/s |
+| seed | {seed} |
+| loss / stabilisers | {stabilisers} |
+| throughput (last session) | {ips:.1f} images/s |
 | checkpoint | `{checkpoint}` |
 | medgan version | {version} |
 
@@ -40,11 +42,30 @@ patients with `medgan evaluate privacy` before sharing samples.
 - A GAN can reproduce training patches; check with `medgan evaluate privacy`.
 
 ## Files
-- `{checkpoint_name}/generator_ema.safetensors` (or `generator.safetensors`): weights used for
-  sampling; `checkpoint.json` holds the configuration and SHA-256 of every file.
+- `checkpoints/{checkpoint_name}/generator_ema.safetensors` (or `generator.safetensors` when the
+  EMA is off): weights used for sampling; `checkpoint.json` next to them holds the
+  configuration and the SHA-256 of every file.
 - `samples/final.png`: samples from a fixed noise batch (mask outline in red).
 - `loss_curves.png`, `tensorboard/`: training curves.
 """
+
+
+def _stabilisers(config: dict[str, Any]) -> str:
+    t, m = config["train"], config["model"]
+    parts = [t["loss"]]
+    if t["loss"] == "bce" and t["real_label"] < 1.0:
+        parts.append(f"label smoothing {t['real_label']}")
+    if t["ema_decay"]:
+        parts.append(f"EMA {t['ema_decay']}")
+    if t["diffaugment"]:
+        parts.append("DiffAugment " + "/".join(t["diffaugment"]))
+    if m["spectral_norm"]:
+        parts.append("spectral norm")
+    if m["minibatch_std"]:
+        parts.append("minibatch std")
+    if m["d_dropout"]:
+        parts.append(f"D dropout {m['d_dropout']}")
+    return ", ".join(parts)
 
 
 def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
@@ -64,7 +85,8 @@ def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
         n_patches=meta["n_patches"], n_lesion=meta["n_lesion_patches"],
         fingerprint=meta["data_fingerprint"], steps=steps, losses=losses,
         diversity=f"{diversity[-1][1]:.3f}" if diversity else "n/a", ips=images_per_s,
-        checkpoint=checkpoint, checkpoint_name=checkpoint.name,
+        checkpoint=checkpoint, checkpoint_name=checkpoint.name, seed=meta.get("seed"),
+        stabilisers=_stabilisers(meta["config"]),
         version=meta["medgan_version"],
     )
     path = run_dir / "MODEL_CARD.md"

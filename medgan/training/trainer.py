@@ -77,14 +77,19 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
         raise OutputError(f"{run_dir}: cannot write to the run folder ({err.strerror})") from None
 
 
-def _load_bank(config: MedganConfig, data: str | Path | None, run_dir: Path, seed: int,
-               skip_bad: bool, progress: bool) -> PatchBank:
-    if data is None:
-        from medgan.datasets import sample_datalist_path
+def _data_source(config: MedganConfig, data: str | Path | None) -> Path:
+    """The datalist to train on: ``data``, or the bundled sample of the config's modality."""
+    if data is not None:
+        return Path(data).resolve()
+    from medgan.datasets import sample_datalist_path
 
-        if config.modality == "none":
-            raise ConfigError("modality 'none' has no bundled sample; pass --data DATALIST")
-        data = sample_datalist_path(config.modality)
+    if config.modality == "none":
+        raise ConfigError("modality 'none' has no bundled sample; pass --data DATALIST")
+    return sample_datalist_path(config.modality)
+
+
+def _load_bank(config: MedganConfig, data: Path, run_dir: Path, seed: int,
+               skip_bad: bool, progress: bool) -> PatchBank:
     problems: list[str] | None = [] if skip_bad else None
     cases = load_datalist(data, problems)
     for p in problems or []:
@@ -94,10 +99,12 @@ def _load_bank(config: MedganConfig, data: str | Path | None, run_dir: Path, see
                             progress=progress)
 
 
-def checkpoint_metadata(config: MedganConfig, bank: PatchBank, seed: int) -> dict[str, Any]:
+def checkpoint_metadata(config: MedganConfig, bank: PatchBank, seed: int,
+                        data_source: str | Path = "") -> dict[str, Any]:
     """Everything sampling needs besides the weights (recorded in every checkpoint)."""
     return {
-        "config": config.to_dict(), "seed": seed, "modality": config.modality,
+        "config": config.to_dict(), "seed": seed, "data_source": str(data_source),
+        "modality": config.modality,
         "spatial_dims": config.spatial_dims, "patch_size": config.data.patch_size,
         "image_channels": bank.image_channels, "latent_dim": config.model.latent_dim,
         "spacing_mm": list(bank.spacing_mm), "intensity": bank.intensity.to_dict(),
@@ -107,12 +114,27 @@ def checkpoint_metadata(config: MedganConfig, bank: PatchBank, seed: int) -> dic
     }
 
 
-def _resume_config(run_dir: Path, config: MedganConfig | None) -> tuple[MedganConfig, Path]:
+def _resume_config(run_dir: Path, config: MedganConfig | None, overrides: dict[str, Any] | None
+                   ) -> tuple[MedganConfig, Path, dict[str, Any]]:
+    """The config to resume with, the checkpoint folder and its sidecar.
+
+    Without ``config`` the run's own config is used, with ``overrides`` (dotted ``train.*``
+    keys, e.g. ``{"train.steps": 3000}``) applied.
+    """
     folder = resolve_checkpoint(run_dir)
     meta = read_sidecar(folder)
     from medgan.config import config_from_dict
 
-    saved = config_from_dict(meta["config"], source=str(folder / "checkpoint.json"))
+    source = str(folder / "checkpoint.json")
+    saved = config_from_dict(meta["config"], source=source)
+    if config is None and overrides:
+        bad = [k for k in overrides if not k.startswith("train.")]
+        if bad:
+            raise ConfigError(f"{bad[0]}: only train.* settings may change on resume")
+        data = saved.to_dict()
+        for key, value in overrides.items():
+            data["train"][key.split(".", 1)[1]] = value
+        saved = config_from_dict(data, source="--set/--steps")
     if config is not None:
         if config.model != saved.model or config.data != saved.data or \
                 config.modality != saved.modality or config.spatial_dims != saved.spatial_dims:
@@ -121,13 +143,13 @@ def _resume_config(run_dir: Path, config: MedganConfig | None) -> tuple[MedganCo
                 "resumed; only train.* settings (e.g. train.steps) may change on resume"
             )
         saved = saved.model_copy(update={"train": config.train})
-    return saved, folder
+    return saved, folder, meta
 
 
 def train(
     config: MedganConfig | None, data: str | Path | None = None, out: str | Path = "runs/medgan",
     resume: bool = False, device: str = "auto", seed: int = 0, skip_bad: bool = False,
-    progress: bool = True,
+    progress: bool = True, overrides: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a DCGAN on lesion-centred patches; write checkpoints, grids and logs to ``out``.
 
@@ -136,9 +158,11 @@ def train(
         data: datalist (decathlon JSON, imagesTr/labelsTr folder, DICOM folders); None = the
             bundled sarcoma sample of ``config.modality``.
         out: run folder; must be new or empty unless ``resume``.
-        resume: continue from the run's latest checkpoint with identical optimiser/RNG state.
+        resume: continue from the run's latest checkpoint with identical optimiser/RNG state;
+            the run's own seed and (when ``data`` is None) its own datalist are used.
         device: "auto", "cpu" or "cuda".
         seed: seed for weights, patch extraction, noise and augmentation.
+        overrides: with ``resume`` and no ``config``: dotted ``train.*`` changes.
     """
     run_dir = Path(out)
     dist = distributed.setup()
@@ -148,14 +172,20 @@ def train(
     dist.barrier()
     resume_from = None
     if resume:
-        config, resume_from = _resume_config(run_dir, config)
+        config, resume_from, old_meta = _resume_config(run_dir, config, overrides)
+        if int(old_meta.get("seed", seed)) != seed:
+            log.info("resuming with the run's own seed %s", old_meta["seed"])
+        seed = int(old_meta.get("seed", seed))
+        if data is None and old_meta.get("data_source"):
+            data = old_meta["data_source"]
     if config is None:
         raise ConfigError("a --config is required unless --resume is given")
-    bank = _load_bank(config, data, run_dir, seed, skip_bad, progress and dist.is_main)
+    source = _data_source(config, data)
+    bank = _load_bank(config, source, run_dir, seed, skip_bad, progress and dist.is_main)
     if dist.is_main and not resume:  # after the data loaded: bad input leaves --out empty
         save_config(config, run_dir / "config.yaml")
     state = TrainState.create(config, bank.image_channels, dev, seed + dist.rank)
-    meta = checkpoint_metadata(config, bank, seed)
+    meta = checkpoint_metadata(config, bank, seed, source)
     history: dict[str, list[tuple[int, float]]] = {}
     if resume_from is not None:
         old = state.restore(resume_from)

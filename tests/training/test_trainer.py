@@ -171,6 +171,24 @@ def test_cli_train_and_resume(tmp_path, dataset, make_config):
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 3
 
 
+def test_cli_resume_without_config_uses_run_data_and_steps(tmp_path, dataset, make_config):
+    run = tmp_path / "run"
+    runner = CliRunner()
+    res = runner.invoke(main, ["train", "--config", str(make_config()), "--data", str(dataset),
+                               "--out", str(run), "--steps", "2", "--seed", "5",
+                               "--no-progress"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["train", "--out", str(run), "--resume", "--steps", "4",
+                               "--no-progress"])
+    assert res.exit_code == 0, res.output
+    meta = read_sidecar(resolve_checkpoint(run))
+    assert meta["step"] == 4 and meta["seed"] == 5
+    assert meta["data_source"] == str(dataset.resolve())
+    res = runner.invoke(main, ["train", "--out", str(run), "--resume", "--set",
+                               "model.ngf=16"])
+    assert res.exit_code == 2 and "only train.*" in res.output
+
+
 def test_cli_dry_run_prints_config(make_config):
     res = CliRunner().invoke(main, ["train", "--config", str(make_config()), "--dry-run",
                                     "--set", "train.batch_size=16"])
