@@ -22,7 +22,7 @@ LossKind = Literal["bce", "hinge", "wgan-gp"]
 #: Per-modality default intensity mapping to [-1, 1] (physical units on the left).
 MODALITY_DEFAULTS: dict[str, dict[str, Any]] = {
     "ct": {"hu_window": (-200.0, 300.0)},
-    "mr": {"percentiles": (0.5, 99.5)},
+    "mr": {"percentiles": (0.5, 99.9)},
     "pet": {"suv_max": 10.0},
     "none": {"value_range": (-1.0, 1.0)},
 }
@@ -39,7 +39,8 @@ class IntensityConfig(_Strict):
         (-200.0, 300.0), description="CT: Hounsfield window (low, high) mapped to [-1, 1]."
     )
     percentiles: tuple[float, float] = Field(
-        (0.5, 99.5), description="MR: intensity percentiles (low, high) mapped to [-1, 1]."
+        (0.5, 99.9), description="MR: intensity percentiles (low, high) mapped to [-1, 1]; the "
+        "high end sits above 99.5 so hyperintense lesions (FLAIR, T2) keep their texture."
     )
     foreground: Literal["nonzero", "all"] = Field(
         "nonzero", description="MR: voxels used for the percentiles ('nonzero' = inside the body)."
@@ -152,7 +153,14 @@ class TrainConfig(_Strict):
         "auto", description="Mixed precision on CUDA ('auto' = bf16 if supported else fp16)."
     )
     channels_last: bool = Field(True, description="channels_last memory format for 2D on CUDA.")
-    compile: bool = Field(False, description="torch.compile the models.")
+    compile: bool = Field(
+        False, description="torch.compile the generator and discriminator (in place; the first "
+        "steps are slower while the graphs compile)."
+    )
+    sync_batchnorm: bool = Field(
+        False, description="Under torchrun with several CUDA processes: convert BatchNorm to "
+        "SyncBatchNorm so batch statistics span all processes (GPU only)."
+    )
     log_every: int = Field(25, gt=0, description="Steps between scalar logs (host sync).")
     sample_every: int = Field(500, gt=0, description="Steps between sample-grid PNGs.")
     checkpoint_every: int = Field(500, gt=0, description="Steps between checkpoints.")
