@@ -7,7 +7,9 @@ exit code 130 and SIGTERM 143.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,9 +18,10 @@ from typing import Any
 import click
 
 from medgan._version import __version__
-from medgan.errors import MedganError
+from medgan.errors import MedganError, OutputError
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 class _Group(click.Group):
@@ -29,6 +32,7 @@ class _Group(click.Group):
             raise KeyboardInterrupt(143)
 
         previous = signal.signal(signal.SIGTERM, _on_term)
+        previous_hook, sys.unraisablehook = sys.unraisablehook, _redeliver_lost_interrupt
         try:
             return super().invoke(ctx)
         except MedganError as err:
@@ -38,8 +42,35 @@ class _Group(click.Group):
             code = err.args[0] if err.args and isinstance(err.args[0], int) else 130
             click.echo("Interrupted.", err=True)
             sys.exit(code)
+        except OSError as err:  # disk full / no permission anywhere else: one line, not a bug
+            if err.errno not in _ENVIRONMENT_ERRNOS:
+                raise
+            where = f"{err.filename}: " if err.filename else ""
+            click.echo(f"Error: {where}{err.strerror or err}", err=True)
+            sys.exit(2)
         finally:
             signal.signal(signal.SIGTERM, previous)
+            sys.unraisablehook = previous_hook
+
+
+def _redeliver_lost_interrupt(unraisable: Any) -> None:
+    """Send an interrupt again that Python dropped because it landed in a finalizer.
+
+    A signal's KeyboardInterrupt raised inside a ``__del__`` or weakref callback (torch's
+    DataLoader and the import system run many) is printed as "Exception ignored" and lost, and
+    the command would carry on. The signal is sent again from a thread a moment later, when the
+    main thread has left the finalizer (and again, should it land in another one).
+    """
+    import threading
+
+    err = unraisable.exc_value
+    if isinstance(err, KeyboardInterrupt):
+        sig = signal.SIGTERM if err.args and err.args[0] == 143 else signal.SIGINT
+        again = threading.Timer(0.01, os.kill, (os.getpid(), sig))
+        again.daemon = True
+        again.start()
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -67,7 +98,10 @@ def _dump_json(obj: Any, path: str | None) -> None:
     if path in (None, "-"):
         click.echo(text)
     else:
-        Path(path).write_text(text + "\n", encoding="utf-8")
+        try:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        except OSError as err:
+            raise OutputError(f"{path}: cannot write the report ({err.strerror or err})") from None
 
 
 @main.command("check-data")
@@ -158,12 +192,14 @@ def _parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
               help="Override any config field, e.g. --set train.batch_size=32 (repeatable).")
 @click.option("--skip-bad", is_flag=True, default=False,
               help="Report and skip unusable cases instead of stopping at the first.")
+@click.option("--compile", "compile_models", is_flag=True, default=False,
+              help="torch.compile the models (sets train.compile; the first steps are slower).")
 @click.option("--dry-run", is_flag=True, default=False,
               help="Print the resolved config and exit without training.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bool,
               device: str, seed: int, steps: int | None, overrides: tuple[str, ...],
-              skip_bad: bool, dry_run: bool, progress: bool) -> None:
+              skip_bad: bool, compile_models: bool, dry_run: bool, progress: bool) -> None:
     """Train a DCGAN that generates lesion image + mask pairs for one modality.
 
     Runs under torchrun for several GPUs/processes: torchrun --nproc-per-node N -m medgan train.
@@ -173,6 +209,8 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
     values = _parse_overrides(overrides)
     if steps is not None:
         values["train.steps"] = steps
+    if compile_models:
+        values["train.compile"] = True
     if config_path is None and not resume:
         raise click.UsageError("--config is required (unless --resume continues a run)")
     config = load_config(config_path, values) if config_path is not None else None

@@ -90,15 +90,20 @@ def spacing_affine(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.
 
 #: Patient identifiers written into every synthetic DICOM file (must never reach an output).
 DICOM_PATIENT = {"PatientName": "Phantom^Pat", "PatientID": "PHANTOM-0001",
-                 "PatientBirthDate": "19700101"}
+                 "PatientBirthDate": "19700101", "InstitutionName": "Phantom General Hospital",
+                 "StudyDate": "20240229", "AccessionNumber": "ACC-PHANTOM-77",
+                 "ReferringPhysicianName": "Referrer^Phantom"}
 
 
-def write_dicom_series(folder: Path, volume: np.ndarray, affine: np.ndarray) -> Path:
+def write_dicom_series(folder: Path, volume: np.ndarray, affine: np.ndarray,
+                       identifiers: dict[str, str] | None = None) -> Path:
     """Write a CT volume ``(X, Y, Z)`` in HU as a minimal DICOM series, one file per slice.
 
     The geometry is the NIfTI ``affine`` (RAS) expressed in DICOM's LPS patient space: columns
     run along voxel axis 0, rows along axis 1 and slices along axis 2. Pixels are stored as
-    ``uint16`` with ``RescaleIntercept -1024``.
+    ``uint16`` with ``RescaleIntercept -1024``. ``identifiers`` (default
+    :data:`DICOM_PATIENT`) are written into every file, next to fresh study, series and
+    instance UIDs.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -115,7 +120,7 @@ def write_dicom_series(folder: Path, volume: np.ndarray, affine: np.ndarray) -> 
         ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
-        for key, value in DICOM_PATIENT.items():
+        for key, value in (identifiers or DICOM_PATIENT).items():
             setattr(ds, key, value)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.Modality, ds.InstanceNumber = "CT", k + 1

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from medgan.config import MedganConfig
 from medgan.data.datalist import Case, image_files
-from medgan.data.transforms import CheckCase, read_image
+from medgan.data.transforms import CheckCase, check_modality, read_image
 from medgan.errors import DataError
 
 
@@ -87,6 +87,7 @@ def _check_one(case: Case, config: MedganConfig) -> CaseReport:
     try:
         channels = [read_image(f) for f in image_files(case)]
         label = read_image(case["label"])
+        check_modality(case, config.modality)  # after reading: unreadable files come first
     except DataError as err:
         rep.errors.append(str(err))
         return rep

@@ -63,6 +63,7 @@ def load_decathlon_json(path: Path, key: str = "training") -> list[Case]:
     if not isinstance(entries, list) or not entries:
         raise DataError(f"{path}: {key!r} must be a non-empty list of {{image, label}} entries")
     root = path.parent
+    declared = _declared_modality(data.get("modality"), path)
     cases: list[Case] = []
     for i, entry in enumerate(entries):
         where = f"{key}[{i}]"
@@ -78,9 +79,20 @@ def load_decathlon_json(path: Path, key: str = "training") -> list[Case]:
         else:
             img = _resolve_inside(root, image, path, f"{where}.image")
         label = _resolve_inside(root, entry["label"], path, f"{where}.label")
-        cases.append({"image": img, "label": label, "case_id": entry.get("case_id")})
+        case = {"image": img, "label": label, "case_id": entry.get("case_id")}
+        if declared:
+            case["declared_modality"] = declared
+        cases.append(case)
     _assign_case_ids(cases)
     return cases
+
+
+def _declared_modality(value: Any, path: Path) -> dict[str, Any] | None:
+    """The decathlon ``modality`` field (``{"0": "CT"}``) as ``{"names", "source"}``."""
+    if not isinstance(value, dict) or not value:
+        return None
+    names = [str(v) for _, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
+    return {"names": names, "source": str(path)}
 
 
 def _assign_case_ids(cases: list[Case]) -> None:

@@ -12,7 +12,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+import signal
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,14 +172,42 @@ class _CaseLoader(Dataset):
                 "spacing": spacing}
 
 
+def _stop_quietly(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _worker_init(worker_id: int) -> None:
+    """Let a DataLoader worker end quietly on SIGTERM, as on Ctrl-C.
+
+    ``docker stop``, Slurm and ``kill -TERM -PGID`` signal every process of the group. With
+    torch's own worker handler the worker dies by the signal, and the main process, which is
+    stopping anyway (exit code 143), prints "DataLoader worker ... is killed by signal"
+    tracebacks. Workers start with SIGTERM blocked (:func:`_start_workers`) until this runs.
+    """
+    signal.signal(signal.SIGTERM, _stop_quietly)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _start_workers(loader: DataLoader) -> Iterator[Any]:
+    """``iter(loader)``, forking any workers with SIGTERM blocked (pending, not lost)."""
+    if loader.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+        return iter(loader)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def build_patch_bank(
     cases: Sequence[Case], config: MedganConfig, cache_dir: str | Path | None = None,
-    skip_bad: bool = False, seed: int = 0, progress: bool = True,
+    skip_bad: bool = False, seed: int = 0, progress: bool = True, write_cache: bool = True,
 ) -> PatchBank:
     """Preprocess ``cases`` into a :class:`PatchBank`, reusing the on-disk cache when valid.
 
     Raises :class:`DataError` for the first bad case unless ``skip_bad`` (then it is reported
-    and skipped), and when no lesion patch could be extracted at all.
+    and skipped), and when no lesion patch could be extracted at all. ``write_cache=False``
+    reads a valid cache but never writes one (the non-zero ranks of a torchrun job).
     """
     cache_path = None
     if cache_dir is not None:
@@ -194,9 +223,10 @@ def build_patch_bank(
     loader = DataLoader(
         _CaseLoader(cases, config, seed), batch_size=None, shuffle=False,
         num_workers=config.train.num_workers,
+        worker_init_fn=_worker_init if config.train.num_workers > 0 else None,
     )
     imgs, msks, lesion, index, mappings, spacings, ids, skipped = [], [], [], [], [], [], [], []
-    for item in tqdm(loader, total=len(cases), desc="preprocessing", unit="case",
+    for item in tqdm(_start_workers(loader), total=len(cases), desc="preprocessing", unit="case",
                      disable=not progress, leave=False):
         case = cases[item["index"]]
         if "error" in item:
@@ -233,7 +263,7 @@ def build_patch_bank(
         spacing_mm=tuple(float(s) for s in np.median(np.asarray(spacings), axis=0)),
         fingerprint=data_fingerprint(kept), skipped=skipped,
     )
-    if cache_path is not None:  # the folder is made only now: a failed build writes nothing
+    if cache_path is not None and write_cache:  # made only now: a failed build writes nothing
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         bank.save(cache_path)
     return bank

@@ -97,6 +97,69 @@ def _is_multiframe_dicom(path: Path) -> bool:
         return False
 
 
+#: DICOM Modality codes and decathlon ``modality`` names -> medgan modality.
+_MR_NAMES = ("MR", "MRI", "T1", "T2", "FLAIR", "ADC", "DWI", "PD", "SWI", "DCE", "DSC", "MPRAGE")
+MODALITY_NAMES = {"CT": "ct", "PT": "pet", "PET": "pet", **{n: "mr" for n in _MR_NAMES}}
+
+
+def _modality_of(name: str) -> str | None:
+    """``"T1w"`` -> ``"mr"``, ``"CT"`` -> ``"ct"``, ``"PT"`` -> ``"pet"``; None when unknown."""
+    key = name.strip().upper()
+    if key in MODALITY_NAMES:
+        return MODALITY_NAMES[key]
+    if re.match(r"^(T1|T2)(W|GD|C|CE|-?GAD)?$", key):  # T1w, t1gd, T2w ... (decathlon)
+        return "mr"
+    if key.startswith(("FDG", "PET")):
+        return "pet"
+    return None
+
+
+def _dicom_modality(path: Path) -> str | None:
+    """The Modality tag of the (first) file of a DICOM series; None when unreadable."""
+    import pydicom
+
+    try:
+        first = path if path.is_file() else min(f for f in path.iterdir() if f.is_file())
+        ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["Modality"])
+    except Exception:  # not DICOM, or unreadable: the reader reports it
+        return None
+    return str(ds.get("Modality") or "") or None
+
+
+def case_modality(case: Case) -> tuple[str, str] | None:
+    """``(modality, evidence)`` the case's own files or datalist declare, None when unknown.
+
+    Evidence is the decathlon ``modality`` field of a ``dataset.json`` or, for DICOM series, the
+    Modality tag. Channels that disagree, or names medgan does not know, give None.
+    """
+    declared = case.get("declared_modality")
+    if declared:
+        names, where = declared["names"], f"'modality' of {declared['source']}"
+    else:
+        dicoms = [Path(f) for f in image_files(case) if _reader_kind(f) == "dicom"]
+        names = [m for f in dicoms if f.exists() and (m := _dicom_modality(f))]
+        if not names or len(names) != len(image_files(case)):
+            return None
+        where = f"DICOM Modality tag of {dicoms[0]}"
+    found = {_modality_of(n) for n in names}
+    if len(found) != 1 or None in found:
+        return None
+    return found.pop(), f"{'/'.join(names)} in the {where}"
+
+
+def check_modality(case: Case, modality: str) -> None:
+    """Refuse a case whose files declare another modality than the config/checkpoint's."""
+    if modality == "none":
+        return
+    found = case_modality(case)
+    if found is not None and found[0] != modality:
+        raise DataError(
+            f"{image_files(case)[0]}: the scan is {found[0].upper()} ({found[1]}) but the "
+            f"config or checkpoint is for modality {modality!r} ({modality.upper()}); use a "
+            "config/checkpoint of the same modality as the data"
+        )
+
+
 def read_image(path: str) -> MetaTensor:
     """Read one image with MONAI ``LoadImage`` -> channel-first MetaTensor with an affine."""
     p = Path(path)
@@ -263,5 +326,6 @@ def load_case(case: Case, config: MedganConfig) -> dict[Hashable, Any]:
         if cause is not None:
             raise cause from None
         raise
+    check_modality(case, config.modality)  # after reading: unreadable files are named first
     out["image"] = out["image"].float()
     return out

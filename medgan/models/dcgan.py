@@ -172,7 +172,7 @@ class Discriminator(nn.Module):
             layers.append(conv(c_in, c_out, 4, 2, 1, bias=not normed))
             if normed:
                 layers.append(self._norm(norm, c_out))
-            layers.append(nn.LeakyReLU(0.2))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))  # no copy of the activations
             if dropout > 0 and i < n - 1:
                 layers.append(nn.Dropout(dropout))
             c_in, c_out = c_out, c_out * 2

@@ -28,7 +28,7 @@ import re
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +40,16 @@ from tqdm.auto import tqdm
 
 from medgan._version import __version__
 from medgan.errors import CheckpointError, ConfigError, DataError, OutputError
-from medgan.sampling.loader import DECODE_CHUNK, LoadedGenerator, load_generator, sample_seed
+from medgan.sampling.loader import (
+    DECODE_CHUNK,
+    LoadedGenerator,
+    load_generator,
+    resolve_device,
+    sample_seed,
+)
 from medgan.sampling.postprocess import MaskPostprocess
 from medgan.sampling.writer import synthetic_descrip, write_pair
+from medgan.training import distributed
 from medgan.training.checkpoint import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -257,6 +264,12 @@ def sample(
 ) -> SampleResult:
     """Generate ``n`` pairs from ``checkpoint`` and write them as a decathlon dataset to ``out``.
 
+    Under ``torchrun`` every process calls this: rank ``r`` of ``W`` generates and writes
+    samples ``r, r + W, ...`` (each with its own seed, as always), rank 0 writes the datalist
+    and the contact sheet once all are done, and the folder is byte for byte the one a single
+    process writes. More processes than GPUs may share them (post-processing and writing
+    happen on the CPU, which one process alone cannot keep up with on a fast GPU).
+
     Args:
         checkpoint: run folder, checkpoints folder or checkpoint folder.
         seed: base seed; sample ``i`` uses ``sample_seed(seed, i, attempt)``.
@@ -272,13 +285,13 @@ def sample(
         workers: threads writing files while the next batch is generated.
     """
     _check_options(n, batch_size, max_similarity, real_datalist)
-    post = postprocess or MaskPostprocess()
-    out = Path(out)
-    _prepare_out(out, overwrite)
-    loaded = load_generator(checkpoint, device=device, use_ema=use_ema)
-    accept = None
-    if max_similarity is not None and real_datalist is not None:
-        accept = _similarity_filter(loaded, real_datalist, max_similarity, progress)
+    dist = distributed.setup(resolve_device(device), share_gpus=True)
+    return _sample(checkpoint, n, Path(out), seed, batch_size, dist, use_ema, overwrite,
+                   max_similarity, real_datalist, progress and dist.is_main,
+                   postprocess or MaskPostprocess(), workers)
+
+
+def _make_partial(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         partial = out / f"{PARTIAL_PREFIX}{os.getpid()}"
@@ -286,36 +299,91 @@ def sample(
         (partial / "labelsTr").mkdir()
     except OSError as err:
         raise OutputError(f"{out}: cannot create the output folder ({err.strerror})") from None
+    return partial
+
+
+def _sample(
+    checkpoint: str | Path, n: int, out: Path, seed: int, batch_size: int,
+    dist: distributed.DistInfo, use_ema: bool, overwrite: bool, max_similarity: float | None,
+    real_datalist: str | Path | None, progress: bool, post: MaskPostprocess, workers: int,
+) -> SampleResult:
+    """:func:`sample` in one process of ``dist``: rank ``r`` of ``W`` makes samples
+    ``r, r + W, r + 2W, ...`` into rank 0's partial folder; rank 0 finalises."""
+    dist.on_main(lambda: _prepare_out(out, overwrite))
+    loaded = load_generator(checkpoint, device=dist.device, use_ema=use_ema)
+    accept = None
+    if max_similarity is not None and real_datalist is not None:
+        accept = _similarity_filter(loaded, real_datalist, max_similarity, progress)
+    partial = dist.broadcast(dist.on_main(lambda: _make_partial(out)))
     start = time.perf_counter()
     try:
-        seeds, counts = _write_samples(loaded, n, seed, batch_size, post, accept, partial,
-                                       workers, progress)
-        _finalise(partial, out, n, _datalist(loaded, seeds, seed, post, max_similarity))
+        seeds, counts, sheet = _write_samples(
+            loaded, range(dist.rank, n, dist.world_size), n, seed, batch_size, post, accept,
+            partial, workers, progress, render_sheet=not dist.active)
+        if dist.active:  # every rank's share of seeds, redraw counts and contact-sheet pairs
+            seeds, counts, sheet = _merge(dist.all_gather((seeds, counts, sheet)))
+        if dist.is_main:
+            if dist.active:
+                _render_sheet(sheet, n, partial)
+            _finalise(partial, out, n, _datalist(loaded, [seeds[i] for i in range(n)], seed,
+                                                 post, max_similarity))
+        dist.barrier()  # no rank returns before the files are in place
+    except OSError as err:  # disk full, permissions (a failed NIfTI write is an OutputError)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise OutputError(f"{err.filename or out}: cannot be written ({err.strerror or err}); "
+                          f"no new dataset.json was written to {out}") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return SampleResult(out, out / "dataset.json", out / "contact_sheet.png", n, seed,
-                        loaded.checkpoint_path, loaded.checkpoint_sha256, seeds, counts.empty,
-                        counts.similar, time.perf_counter() - start)
+                        loaded.checkpoint_path, loaded.checkpoint_sha256,
+                        [seeds[i] for i in range(n)], counts.empty, counts.similar,
+                        time.perf_counter() - start)
+
+
+def _merge(shares: list[tuple[dict[int, int], RedrawCounts, dict[int, torch.Tensor]]]
+           ) -> tuple[dict[int, int], RedrawCounts, dict[int, torch.Tensor]]:
+    seeds: dict[int, int] = {}
+    counts = RedrawCounts()
+    sheet: dict[int, torch.Tensor] = {}
+    for rank_seeds, rank_counts, rank_sheet in shares:
+        seeds.update(rank_seeds)
+        counts.empty += rank_counts.empty
+        counts.similar += rank_counts.similar
+        sheet.update(rank_sheet)
+    return seeds, counts, sheet
+
+
+def _render_sheet(sheet: dict[int, torch.Tensor], n: int, partial: Path) -> Path:
+    """The contact sheet of the first ``min(n, CONTACT_SHEET_MAX)`` pairs (index order)."""
+    from medgan.visualize import save_grid
+
+    pairs = torch.stack([sheet[k] for k in range(min(n, CONTACT_SHEET_MAX))])
+    return save_grid(pairs, partial / "contact_sheet.png")
 
 
 def _write_samples(
-    loaded: LoadedGenerator, n: int, seed: int, batch_size: int, post: MaskPostprocess,
-    accept: Accept | None, partial: Path, workers: int, progress: bool,
-) -> tuple[list[int], RedrawCounts]:
-    """Generate on the device, write on a thread pool; returns the seed of every sample."""
-    from medgan.visualize import save_grid
+    loaded: LoadedGenerator, indices: Sequence[int], n: int, seed: int, batch_size: int,
+    post: MaskPostprocess, accept: Accept | None, partial: Path, workers: int, progress: bool,
+    render_sheet: bool = True,
+) -> tuple[dict[int, int], RedrawCounts, dict[int, torch.Tensor]]:
+    """Generate samples ``indices`` of ``n`` on the device, write them on a thread pool.
 
-    seeds = [0] * n
+    Returns the seed of each sample, the redraw counts and the model-space pairs of those
+    among the first :data:`CONTACT_SHEET_MAX` (for the contact sheet, which is rendered here
+    as soon as it is complete when ``render_sheet``).
+    """
+    seeds: dict[int, int] = {}
     sheet: dict[int, torch.Tensor] = {}
-    n_sheet = min(n, CONTACT_SHEET_MAX)
+    n_sheet = len([i for i in indices if i < CONTACT_SHEET_MAX])
     counts = RedrawCounts()
     intensity, spacing, sha = loaded.intensity, loaded.spacing_mm, loaded.checkpoint_sha256
     pending: deque[tuple[Future, int]] = deque()  # (task, samples it completes)
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="medgan-write")
     try:
-        with tqdm(total=n, desc="sampling", unit="sample", disable=not progress) as bar:
-            for batch in iter_batches(loaded, list(range(n)), seed, post, batch_size, accept,
+        with tqdm(total=len(indices), desc="sampling", unit="sample",
+                  disable=not progress) as bar:
+            for batch in iter_batches(loaded, list(indices), seed, post, batch_size, accept,
                                       counts):
                 if not batch:
                     continue
@@ -328,12 +396,10 @@ def _write_samples(
                     pending.append((pool.submit(
                         write_pair, phys, mask, partial / "imagesTr" / name,
                         partial / "labelsTr" / name, spacing, synthetic_descrip(sha, s, i)), 1))
-                    if i < n_sheet:
+                    if i < CONTACT_SHEET_MAX:
                         sheet[i] = torch.cat([image, torch.from_numpy(mask)[None].float() * 2 - 1])
-                        if len(sheet) == n_sheet:  # render while the rest is generated
-                            pairs = torch.stack([sheet[k] for k in range(n_sheet)])
-                            pending.append((pool.submit(
-                                save_grid, pairs, partial / "contact_sheet.png"), 0))
+                        if render_sheet and len(sheet) == n_sheet:  # while the rest is made
+                            pending.append((pool.submit(_render_sheet, sheet, n, partial), 0))
                 while len(pending) > 4 * max(1, workers) or (pending and pending[0][0].done()):
                     task, done = pending.popleft()
                     task.result()  # re-raises a failed write
@@ -344,4 +410,4 @@ def _write_samples(
                 bar.update(done)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return seeds, counts
+    return seeds, counts, sheet

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medgan._version import __version__
-from medgan.errors import CheckpointError
+from medgan.errors import CheckpointError, OutputError
 
 SIDECAR = "checkpoint.json"
 LATEST = "latest.json"
@@ -61,11 +61,18 @@ def _fsync_dir(path: Path) -> None:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON via a temporary file + rename, so readers never see a partial file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # disk full: no temporary file left, the error names the target
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    except BaseException:  # an interrupt
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -78,32 +85,56 @@ def save_checkpoint(
 ) -> Path:
     """Write ``weights`` (file stem -> state dict) and the sidecar as ``step-<step>``.
 
-    Returns the folder; older checkpoints beyond the newest ``keep`` are removed.
+    Returns the folder; older checkpoints beyond the newest ``keep`` are removed. A write that
+    fails (disk full, no permission) raises :class:`OutputError` and leaves the previous
+    checkpoint and ``latest.json`` as they were.
     """
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
     final = checkpoint_dir / name
     tmp = checkpoint_dir / f".{name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    hashes = {}
-    for stem, state in weights.items():
-        path = tmp / f"{stem}.safetensors"
-        save_file(_tensors(state), str(path))
-        hashes[path.name] = sha256_file(path)
-    meta = {**sidecar, "format_version": FORMAT_VERSION, "medgan_version": __version__,
-            "step": step, "files": hashes}
-    write_json_atomic(tmp / SIDECAR, meta)
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():  # the same step written again (e.g. final == periodic checkpoint)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(checkpoint_dir)
-    write_json_atomic(checkpoint_dir / LATEST, {"latest": name, "step": step})
+    try:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        hashes = {}
+        for stem, state in weights.items():
+            path = tmp / f"{stem}.safetensors"
+            save_file(_tensors(state), str(path))
+            hashes[path.name] = sha256_file(path)
+        meta = {**sidecar, "format_version": FORMAT_VERSION, "medgan_version": __version__,
+                "step": step, "files": hashes}
+        write_json_atomic(tmp / SIDECAR, meta)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # the same step written again (e.g. on resume): swap, never delete
+            old = checkpoint_dir / f".{name}.old{os.getpid()}"  # what latest.json points to
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(checkpoint_dir)
+        write_json_atomic(checkpoint_dir / LATEST, {"latest": name, "step": step})
+    except (OSError, SafetensorError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(err, "strerror", None) or str(err)
+        raise OutputError(f"{checkpoint_dir}: cannot write checkpoint {name} ({reason}); "
+                          f"{_kept(checkpoint_dir)}") from None
+    except BaseException:  # an interrupt: drop the half-written folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _prune(checkpoint_dir, keep, protect=name)
     return final
+
+
+def _kept(checkpoint_dir: Path) -> str:
+    """Which checkpoint survives a failed write, for the error message."""
+    try:
+        latest = json.loads((checkpoint_dir / LATEST).read_text())["latest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no earlier checkpoint exists"
+    return f"the previous checkpoint {checkpoint_dir / latest} is kept"
 
 
 def _prune(checkpoint_dir: Path, keep: int, protect: str) -> None:
@@ -111,8 +142,8 @@ def _prune(checkpoint_dir: Path, keep: int, protect: str) -> None:
     for old in folders[:-keep]:
         if old.name != protect:
             shutil.rmtree(old, ignore_errors=True)
-    for stale in checkpoint_dir.glob(".step-*.tmp*"):  # left by a killed writer
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in [*checkpoint_dir.glob(".step-*.tmp*"), *checkpoint_dir.glob(".step-*.old*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed writer
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -189,9 +220,14 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str
 
 def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor],
                            prefix: str, param_groups: list[dict[str, Any]]) -> None:
+    """Restore the moments and step counts; ``lr`` and ``betas`` stay those ``opt`` was built
+    with (the current config), so that ``train.lr_*`` changed on resume takes effect."""
+    configured = [{k: g[k] for k in ("lr", "betas") if k in g} for g in opt.param_groups]
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         if name.startswith(prefix + "."):
             _, idx, key = name.split(".", 2)
             state.setdefault(int(idx), {})[key] = value
     opt.load_state_dict({"state": state, "param_groups": param_groups})
+    for group, settings in zip(opt.param_groups, configured, strict=True):
+        group.update(settings)

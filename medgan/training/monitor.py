@@ -2,7 +2,8 @@
 mode-collapse warning, checkpoint cadence and the final artefacts (grid, loss curve, model card).
 
 Losses are accumulated on the device; the host reads them only every ``log_every`` steps and
-before each checkpoint, so training never waits on a per-step synchronisation.
+before each checkpoint, so training never waits on a per-step synchronisation. Under torchrun
+every rank has a Monitor (same cadence, so collectives match) and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from medgan.config import MedganConfig
 from medgan.errors import TrainingDivergedError
 from medgan.evaluation.diversity import mean_pairwise_msssim
+from medgan.training.distributed import DistInfo
 from medgan.training.model_card import write_model_card
 from medgan.training.state import TrainState
 from medgan.visualize import save_curves, save_grid
@@ -33,14 +35,15 @@ class Monitor:
 
     def __init__(self, run_dir: Path, config: MedganConfig, meta: dict[str, Any],
                  state: TrainState, history: dict[str, list[tuple[int, float]]],
-                 enabled: bool = True, progress: bool = True) -> None:
+                 dist: DistInfo | None = None, progress: bool = True) -> None:
         self.run_dir, self.config, self.meta, self.state = run_dir, config, meta, state
         self.history = history
-        self.enabled, self.progress = enabled, progress
+        self.dist = dist if dist is not None else DistInfo(device=state.device)
+        self.enabled, self.progress = self.dist.is_main, progress
         self.checkpoint_dir = run_dir / "checkpoints"
         self.samples_dir = run_dir / "samples"
         self.last_checkpoint: Path | None = None
-        self.last_saved_step = state.step if history else -1
+        self.last_saved_step = -1
         self.images_per_s = 0.0
         self.writer = None
         self.bar = None
@@ -82,7 +85,7 @@ class Monitor:
         step, t = self.state.step, self.config.train
         values = torch.stack([loss_d, loss_g, d_real.float().mean(), d_fake.float().mean()])
         nonfinite = ~torch.isfinite(values[:2]).all()
-        self.first_bad = torch.where(nonfinite & ~self.bad, torch.as_tensor(step), self.first_bad)
+        self.first_bad.masked_fill_(nonfinite & ~self.bad, step)  # no host tensor, no sync
         self.bad |= nonfinite
         self.sums += values
         self.count += 1
@@ -92,7 +95,7 @@ class Monitor:
             self._log(step)
         if self.enabled and (step % t.sample_every == 0):
             self.save_samples(f"step-{step:08d}")
-        if step % t.checkpoint_every == 0 and step != t.steps and self.enabled:
+        if step % t.checkpoint_every == 0 and step != t.steps:
             self.save_checkpoint()
 
     def finite_so_far(self) -> bool:
@@ -155,13 +158,23 @@ class Monitor:
             )
         return path
 
-    def save_checkpoint(self) -> Path:
-        self._raise_if_diverged()
-        if self.last_saved_step == self.state.step and self.last_checkpoint is not None:
+    def save_checkpoint(self, gather: bool = True) -> Path | None:
+        """Checkpoint the current step; rank 0 writes, and returns the folder.
+
+        Under torchrun every rank must call this (``gather``: their random states are
+        collected so that each resumes its own stream); ``gather=False`` saves rank 0's alone
+        (on an interrupt, when the other ranks may be anywhere).
+        """
+        if self.last_saved_step == self.state.step:
             return self.last_checkpoint
+        rng_states = self.dist.all_gather(self.state.rng_state()) if gather else None
+        if not self.enabled:
+            self.last_saved_step = self.state.step
+            return None
+        self._raise_if_diverged()
         sidecar = {**self.meta, "history": self.history, "images_per_s": self.images_per_s}
-        self.last_checkpoint = self.state.checkpoint(self.checkpoint_dir, sidecar)
-        self.last_saved_step = self.state.step
+        self.last_checkpoint = self.state.checkpoint(self.checkpoint_dir, sidecar, rng_states)
+        self.last_saved_step = self.state.step  # after the write: an interrupted one is redone
         return self.last_checkpoint
 
     def finish(self):
@@ -171,6 +184,7 @@ class Monitor:
         self._raise_if_diverged()
         losses = {k: v[-1][1] for k, v in self.history.items() if v}
         if not self.enabled:
+            self.save_checkpoint()  # joins rank 0's gathering of the random states
             return TrainResult(self.run_dir, self.checkpoint_dir, self.state.step,
                                self.images_per_s, losses)
         grid = self.save_samples("final")

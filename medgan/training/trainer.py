@@ -89,19 +89,23 @@ def _data_source(config: MedganConfig, data: str | Path | None) -> Path:
 
 
 def _load_bank(config: MedganConfig, data: Path, run_dir: Path, seed: int,
-               skip_bad: bool, progress: bool) -> PatchBank:
+               skip_bad: bool, progress: bool, write_cache: bool = True) -> PatchBank:
     problems: list[str] | None = [] if skip_bad else None
     cases = load_datalist(data, problems)
     for p in problems or []:
         log.warning("skipping: %s", p)
     cache_dir = config.data.cache_dir or run_dir / "cache"
     return build_patch_bank(cases, config, cache_dir=cache_dir, skip_bad=skip_bad, seed=seed,
-                            progress=progress)
+                            progress=progress, write_cache=write_cache)
 
 
 def checkpoint_metadata(config: MedganConfig, bank: PatchBank, seed: int,
-                        data_source: str | Path = "") -> dict[str, Any]:
-    """Everything sampling needs besides the weights (recorded in every checkpoint)."""
+                        data_source: str | Path = "", world_size: int = 1) -> dict[str, Any]:
+    """Everything sampling needs besides the weights (recorded in every checkpoint).
+
+    ``world_size`` is the number of training processes (torchrun), each with
+    ``train.batch_size`` patches per step.
+    """
     return {
         "config": config.to_dict(), "seed": seed, "data_source": str(data_source),
         "modality": config.modality,
@@ -111,6 +115,7 @@ def checkpoint_metadata(config: MedganConfig, bank: PatchBank, seed: int,
         "lesion_labels": config.data.lesion_labels, "data_fingerprint": bank.fingerprint,
         "n_cases": len(bank.case_ids), "n_patches": len(bank),
         "n_lesion_patches": int(bank.has_lesion.sum()), "medgan_version": __version__,
+        "world_size": world_size,
     }
 
 
@@ -153,6 +158,9 @@ def train(
 ) -> TrainResult:
     """Train a DCGAN on lesion-centred patches; write checkpoints, grids and logs to ``out``.
 
+    Under ``torchrun`` every process calls this; they train together (see
+    :mod:`medgan.training.distributed`) and only rank 0 writes files.
+
     Args:
         config: validated config; may be None with ``resume`` (the run's own config is used).
         data: datalist (decathlon JSON, imagesTr/labelsTr folder, DICOM folders); None = the
@@ -160,49 +168,51 @@ def train(
         out: run folder; must be new or empty unless ``resume``.
         resume: continue from the run's latest checkpoint with identical optimiser/RNG state;
             the run's own seed and (when ``data`` is None) its own datalist are used.
-        device: "auto", "cpu" or "cuda".
-        seed: seed for weights, patch extraction, noise and augmentation.
+        device: "auto", "cpu" or "cuda" (under torchrun, CUDA means the local rank's GPU).
+        seed: seed for weights, patch extraction, noise and augmentation (rank ``r`` draws its
+            noise and minibatches from ``seed + r``).
         overrides: with ``resume`` and no ``config``: dotted ``train.*`` changes.
     """
     run_dir = Path(out)
-    dist = distributed.setup()
-    dev = dist.device if dist.world_size > 1 else resolve_device(device)
-    if dist.is_main:
-        _prepare_run_dir(run_dir, resume)
-    dist.barrier()
+    dist = distributed.setup(resolve_device(device))
+    dist.on_main(lambda: _prepare_run_dir(run_dir, resume))
     resume_from = None
     if resume:
         config, resume_from, old_meta = _resume_config(run_dir, config, overrides)
-        if int(old_meta.get("seed", seed)) != seed:
+        if int(old_meta.get("seed", seed)) != seed and dist.is_main:
             log.info("resuming with the run's own seed %s", old_meta["seed"])
         seed = int(old_meta.get("seed", seed))
         if data is None and old_meta.get("data_source"):
             data = old_meta["data_source"]
     if config is None:
         raise ConfigError("a --config is required unless --resume is given")
+    if config.train.sync_batchnorm and dist.active and dist.device.type != "cuda":
+        raise ConfigError("train.sync_batchnorm needs one CUDA GPU per process; PyTorch's "
+                          "SyncBatchNorm does not run on the CPU. Set it to false for CPU runs")
     source = _data_source(config, data)
-    bank = _load_bank(config, source, run_dir, seed, skip_bad, progress and dist.is_main)
+    # rank 0 builds (and caches) the bank first; the others then load its cache
+    bank = dist.main_first(lambda main: _load_bank(config, source, run_dir, seed, skip_bad,
+                                                   progress and main, write_cache=main))
     if dist.is_main and not resume:  # after the data loaded: bad input leaves --out empty
         save_config(config, run_dir / "config.yaml")
-    state = TrainState.create(config, bank.image_channels, dev, seed + dist.rank)
-    meta = checkpoint_metadata(config, bank, seed, source)
+    state = TrainState.create(config, bank.image_channels, dist.device, seed + dist.rank)
+    meta = checkpoint_metadata(config, bank, seed, source, dist.world_size)
     history: dict[str, list[tuple[int, float]]] = {}
     if resume_from is not None:
-        old = state.restore(resume_from)
+        old = state.restore(resume_from, rank=dist.rank)
         history = {k: [tuple(x) for x in v] for k, v in old.get("history", {}).items()}
-        if old["data_fingerprint"] != bank.fingerprint:
+        if old["data_fingerprint"] != bank.fingerprint and dist.is_main:
             log.warning("the data differ from those the run started with (fingerprint changed)")
         log.info("resumed from %s at step %d", resume_from, state.step)
-    distributed.wrap(state, dist)
-    sampler = PatchSampler(bank, dev, config.train.batch_size, state.rng,
-                           flips=config.train.flip_augment, shard=(dist.rank, dist.world_size))
-    monitor = Monitor(run_dir, config, meta, state, history, enabled=dist.is_main,
-                      progress=progress)
+    prepare_models(config, state, dist)
+    sampler = make_sampler(config, state, bank, dist)
+    monitor = Monitor(run_dir, config, meta, state, history, dist=dist, progress=progress)
+    monitor.last_checkpoint = resume_from  # the last good one until a new one is written
     try:
-        _loop(config, state, sampler, monitor, dist)
+        train_loop(config, state, sampler, monitor, dist)
     except KeyboardInterrupt:
         if dist.is_main and monitor.finite_so_far():
-            path = monitor.save_checkpoint()
+            path = monitor.save_checkpoint(gather=False)
             log.warning("interrupted at step %d; checkpoint saved to %s", state.step, path)
         raise
     finally:
@@ -210,8 +220,44 @@ def train(
     return monitor.finish()
 
 
-def _loop(config: MedganConfig, state: TrainState, sampler: PatchSampler, monitor: Monitor,
-          dist: distributed.DistInfo) -> None:
+def _on_cuda_2d(config: MedganConfig, state: TrainState) -> bool:
+    return config.train.channels_last and config.spatial_dims == 2 and \
+        state.device.type == "cuda"
+
+
+def prepare_models(config: MedganConfig, state: TrainState, dist: distributed.DistInfo) -> None:
+    """Memory format, SyncBatchNorm, DDP and ``torch.compile``, after creation and resume.
+
+    channels_last applies to 2D models on CUDA (``train.channels_last``); SyncBatchNorm to
+    several CUDA processes (``train.sync_batchnorm``); ``train.compile`` compiles the models in
+    place, so checkpoints keep their plain parameter names.
+    """
+    t = config.train
+    if _on_cuda_2d(config, state):
+        for model in (state.generator, state.discriminator, state.ema):
+            if model is not None:
+                model.to(memory_format=torch.channels_last)
+    distributed.wrap(state, dist, sync_batchnorm=t.sync_batchnorm)
+    if t.compile:
+        distributed.unwrap(state.generator).compile()
+        if t.loss != "wgan-gp":  # compiled graphs do not support the penalty's double backward
+            state.discriminator.compile()
+
+
+def make_sampler(config: MedganConfig, state: TrainState, bank: PatchBank,
+                 dist: distributed.DistInfo) -> PatchSampler:
+    """The minibatch source of this process (its own shard under torchrun)."""
+    return PatchSampler(bank, state.device, config.train.batch_size, state.rng,
+                        flips=config.train.flip_augment, shard=(dist.rank, dist.world_size),
+                        host_rng=state.host_rng, channels_last=_on_cuda_2d(config, state))
+
+
+def train_loop(config: MedganConfig, state: TrainState, sampler: PatchSampler, monitor: Monitor,
+               dist: distributed.DistInfo) -> None:
+    """Train from ``state.step`` to ``train.steps``; ``monitor`` sees every finished step.
+
+    Nothing here reads a value back from the device: losses go to the monitor as tensors.
+    """
     t = config.train
     g, d = state.generator, state.discriminator
     g_core = distributed.unwrap(g)
@@ -237,7 +283,7 @@ def _loop(config: MedganConfig, state: TrainState, sampler: PatchSampler, monito
             loss_d = discriminator_loss(d_real.float(), d_fake.float(), t.loss, t.real_label)
             if t.loss == "wgan-gp" and t.gp_weight > 0:
                 loss_d = loss_d + t.gp_weight * gradient_penalty(
-                    distributed.unwrap(d), real_in.float(), fake_in.float(), generator=state.rng
+                    d, real_in.float(), fake_in.float(), generator=state.rng
                 )
             state.opt_d.zero_grad(set_to_none=True)
             state.scaler.scale(loss_d).backward()
@@ -245,16 +291,14 @@ def _loop(config: MedganConfig, state: TrainState, sampler: PatchSampler, monito
             state.scaler.step(state.opt_d)
         # ---- generator: maximise log D(G(z)) (non-saturating), reusing the last fake ----
         with autocast:
-            d_fake_g = distributed.unwrap(d)(
-                diff_augment(fake, t.diffaugment, channels, generator=state.rng)
-            )
+            d_fake_g = d(diff_augment(fake, t.diffaugment, channels, generator=state.rng))
         loss_g = generator_loss(d_fake_g.float(), t.loss)
         state.opt_g.zero_grad(set_to_none=True)
         state.scaler.scale(loss_g).backward()
         state.scaler.step(state.opt_g)
         state.scaler.update()
-        if state.ema is not None:
-            state.ema.update_parameters(g_core)
+        if t.ema_decay is not None:
+            state.update_ema(t.ema_decay)
         state.step += 1
         monitor.after_step(loss_d.detach(), loss_g.detach(), d_real.detach(), d_fake.detach())
 

@@ -1,0 +1,79 @@
+"""``benchmarks/run.py --quick`` runs every section and writes the documented JSON.
+
+Only the shape of the results is checked, never the speed: the quick settings are tiny and the
+machine is whatever runs the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 300
+
+pytestmark = pytest.mark.slow
+
+SUMMARY = {"median", "min", "max", "n"}
+MACHINE = {"cpu_model", "cpu_cores", "torch", "monai", "medgan", "torch_threads", "device", "gpu",
+           "load_average", "load_average_end"}
+TRAINING = {"spatial_dims", "patch_size", "batch_size", "width", "warmup_steps", "timed_steps",
+            "repeats", "images_per_s", "images_per_cpu_s", "ratio_medgan_vs_plain",
+            "ratio_medgan_vs_plain_cpu", "ratio_stabilisers_vs_off",
+            "ratio_stabilisers_vs_off_cpu"}
+DATA = {"spatial_dims", "patch_size", "source", "cases", "patches", "first_epoch_s",
+        "first_epoch_patches_per_s", "cached_s", "cached_patches_per_s", "sampler_batch_size",
+        "sampler_patches_per_s"}
+SAMPLING = {"spatial_dims", "patch_size", "n", "width", "batch_size", "redrawn_empty_masks",
+            "end_to_end_samples_per_s", "bare_forward_samples_per_s", "ratio_end_to_end_vs_bare"}
+MEMORY = {"spatial_dims", "patch_size", "batch_size", "width", "steps", "device",
+          "baseline_rss_mib", "peak_rss_mib", "images_per_s", "cuda_max_allocated_mib"}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--device", "cpu",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_quick_run_writes_every_section(results):
+    data, _ = results
+    assert data["schema"] == "medgan-benchmark/1" and data["quick"] is True
+    assert set(data["machine"]) >= MACHINE
+    assert data["machine"]["device"] == "cpu" and data["machine"]["gpu"] is None
+    assert [t["spatial_dims"] for t in data["training"]] == [2, 3]
+    for t in data["training"]:
+        assert set(t) >= TRAINING
+        assert set(t["images_per_s"]) == {"plain", "medgan", "medgan_stabilisers"}
+        for rate in t["images_per_s"].values():
+            assert set(rate) == SUMMARY and rate["median"] > 0
+    for d in data["data"]:
+        assert set(d) >= DATA and d["patches"] > 0
+    for s in data["sampling"]:
+        assert set(s) >= SAMPLING and s["ratio_end_to_end_vs_bare"] > 0
+    assert len(data["memory"]) == 2
+    for m in data["memory"]:
+        assert set(m) >= MEMORY, m.get("error")
+        assert m["peak_rss_mib"] >= m["baseline_rss_mib"] > 0
+        assert m["cuda_max_allocated_mib"] is None
+
+
+def test_quick_run_prints_table_and_checks(results):
+    data, stdout = results
+    names = [c["name"] for c in data["checks"]]
+    assert len(names) == 6  # training x2, data x2, sampling x2
+    for check in data["checks"]:
+        assert set(check) == {"name", "target", "value", "passed"}
+        assert isinstance(check["passed"], bool)
+        assert ("PASS  " if check["passed"] else "FAIL  ") + check["name"] in stdout
+    assert "train 2D" in stdout and "sample 3D" in stdout and "memory 3D" in stdout
