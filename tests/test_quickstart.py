@@ -57,7 +57,7 @@ def test_readme_main_job(tmp_path):
         assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
         assert np.allclose(img.header.get_zooms()[:2], (2.0, 2.0))
         hu = np.asarray(img.dataobj)
-        assert -200.0 - 1e-3 <= hu.min() and hu.max() <= 300.0 + 1e-3  # the HU window
+        assert hu.min() >= -200.0 - 1e-3 and hu.max() <= 300.0 + 1e-3  # the HU window
         lesion_fraction.append(mask.mean())
     # lesions of plausible, varied size: neither a dot nor the whole patch on average
     assert 0.02 < float(np.mean(lesion_fraction)) < 0.6
