@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from medgan.training.trainer import resolve_device
+    from medgan.devices import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

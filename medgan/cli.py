@@ -377,16 +377,26 @@ def evaluate_segmentation_cmd(data: Path, checkpoint: Path | None, config_path: 
     click.echo(f"report: {result.report_md}")
 
 
+def _real_vs_synthetic_options(command):
+    """--real, --synthetic, --checkpoint and --config, shared by quality and privacy."""
+    options = [
+        click.option("--real", type=click.Path(path_type=Path), required=True,
+                     help="Datalist of the real training data."),
+        click.option("--synthetic", type=click.Path(path_type=Path), required=True,
+                     help="Folder written by medgan sample (with dataset.json)."),
+        click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+                     help="The generator's checkpoint (patch settings and intensity "
+                          "mapping). Default: the one recorded in the synthetic dataset.json."),
+        click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+                     help="Training YAML, instead of --checkpoint."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @evaluate_group.command("quality")
-@click.option("--real", type=click.Path(path_type=Path), required=True,
-              help="Datalist of the real training data.")
-@click.option("--synthetic", type=click.Path(path_type=Path), required=True,
-              help="Folder written by medgan sample (with dataset.json).")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="The generator's checkpoint (patch settings and intensity mapping). "
-                   "Default: the one recorded in the synthetic dataset.json.")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Training YAML, instead of --checkpoint.")
+@_real_vs_synthetic_options
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/quality/report.json"),
               help="Report JSON (a .md summary is written next to it).")
 @click.option("--frd/--no-frd", default=True,
@@ -408,15 +418,7 @@ def evaluate_quality_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
 
 
 @evaluate_group.command("privacy")
-@click.option("--real", type=click.Path(path_type=Path), required=True,
-              help="Datalist of the real training data.")
-@click.option("--synthetic", type=click.Path(path_type=Path), required=True,
-              help="Folder written by medgan sample (with dataset.json).")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="The generator's checkpoint. Default: the one recorded in the synthetic "
-                   "dataset.json.")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Training YAML, instead of --checkpoint.")
+@_real_vs_synthetic_options
 @click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=0.95,
               help="Flag synthetic samples whose NCC to the nearest real patch exceeds this.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/privacy"),

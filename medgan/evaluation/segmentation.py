@@ -220,7 +220,7 @@ def evaluate_segmentation(
             is the fastest on a shared machine (a busy thread pool waits for cores) and gives
             the same numbers on any machine.
     """
-    from medgan.training.trainer import resolve_device
+    from medgan.devices import resolve_device
 
     arms = _check_arms(arms, checkpoint, config)
     sizes = parse_train_cases(train_cases) if isinstance(train_cases, str) else list(train_cases)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from medgan.data.intensity import IntensityMapping
+from medgan.devices import resolve_device
 from medgan.errors import CheckpointError, ConfigError
 from medgan.training.checkpoint import SIDECAR, load_weights, read_sidecar, resolve_checkpoint
 
@@ -45,16 +46,6 @@ def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
     """
     state = np.random.SeedSequence([seed, index, attempt]).generate_state(1, np.uint64)[0]
     return int(state >> np.uint64(64 - SEED_BITS))
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was requested but no CUDA GPU is available")
-    return dev
 
 
 @dataclass

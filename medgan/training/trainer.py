@@ -22,6 +22,7 @@ import torch
 from medgan._version import __version__
 from medgan.config import MedganConfig, save_config
 from medgan.data import PatchBank, build_patch_bank, load_datalist
+from medgan.devices import resolve_device
 from medgan.errors import CheckpointError, ConfigError, OutputError
 from medgan.training import distributed
 from medgan.training.batches import PatchSampler
@@ -45,17 +46,6 @@ class TrainResult:
     images_per_s: float
     losses: dict[str, float] = field(default_factory=dict)
     grid: Path | None = None
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but no CUDA GPU is available")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, not {device!r}")
-    return torch.device(device)
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
