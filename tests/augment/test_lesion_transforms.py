@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import blob_generator
+from helpers_blob import blob_generator
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureTyped
 from scipy.ndimage import binary_dilation
