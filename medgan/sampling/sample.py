@@ -204,7 +204,9 @@ def _finalise(partial: Path, out: Path, n: int, datalist: dict[str, Any]) -> Non
     """Move the finished files into ``out``, drop outdated synth files, write dataset.json."""
     (out / "dataset.json").unlink(missing_ok=True)  # never list files while they change
     for sub in ("imagesTr", "labelsTr"):
-        (out / sub).mkdir(exist_ok=True)
+        if not (out / sub).exists():  # a new dataset: one rename instead of one per file
+            os.replace(partial / sub, out / sub)
+            continue
         for f in sorted((partial / sub).iterdir()):
             os.replace(f, out / sub / f.name)
         for f in (out / sub).iterdir():  # left by an earlier, larger run (overwrite)
@@ -395,7 +397,8 @@ def _write_samples(
                     name = NAME.format(i)
                     pending.append((pool.submit(
                         write_pair, phys, mask, partial / "imagesTr" / name,
-                        partial / "labelsTr" / name, spacing, synthetic_descrip(sha, s, i)), 1))
+                        partial / "labelsTr" / name, spacing, synthetic_descrip(sha, s, i),
+                        atomic=False), 1))
                     if i < CONTACT_SHEET_MAX:
                         sheet[i] = torch.cat([image, torch.from_numpy(mask)[None].float() * 2 - 1])
                         if render_sheet and len(sheet) == n_sheet:  # while the rest is made

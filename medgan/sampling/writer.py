@@ -121,9 +121,27 @@ def to_physical(image: np.ndarray | torch.Tensor, intensity: IntensityMapping) -
     return np.asarray(intensity.inverse(np.asarray(image, dtype=np.float32)), np.float32)
 
 
+def write_bytes(path: Path, data: bytes, fsync: bool = False) -> Path:
+    """Write ``data`` to a new file ``path`` (no temporary name: for staging folders)."""
+    try:
+        fh = open(path, "xb")  # noqa: SIM115 - closed below; an existing file is left alone
+    except OSError as err:
+        raise OutputError(f"{path}: cannot be written ({err.strerror or err})") from None
+    try:
+        with fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError as err:
+        path.unlink(missing_ok=True)  # ours: created above
+        raise OutputError(f"{path}: cannot be written ({err.strerror or err})") from None
+    return path
+
+
 def write_pair(
     image: np.ndarray, mask: np.ndarray, image_path: Path, label_path: Path,
-    spacing_mm: Sequence[float], descrip: str, fsync: bool = False,
+    spacing_mm: Sequence[float], descrip: str, fsync: bool = False, atomic: bool = True,
 ) -> tuple[Path, Path]:
     """Write one pair.
 
@@ -133,9 +151,16 @@ def write_pair(
         mask: binary mask ``(X, Y[, Z])`` (any integer/bool dtype; written as uint8 {0, 1}).
         spacing_mm: voxel spacing (x, y, z) in mm; z is the slice thickness of 2D patches.
         descrip: header marker, see :func:`synthetic_descrip`.
+        atomic: write each file under a temporary name and rename it into place; False
+            writes the final names directly (for a staging folder that is itself moved into
+            place, as ``medgan sample`` does) and refuses to replace an existing file.
     """
     volume = _volume(np.asarray(image, dtype=np.float32))
     label = _volume((np.asarray(mask) > 0).astype(np.uint8)[None])
-    write_bytes_atomic(image_path, nifti_gz_bytes(volume, spacing_mm, descrip), fsync)
-    write_bytes_atomic(label_path, nifti_gz_bytes(label, spacing_mm, descrip), fsync)
+    for path, array in ((image_path, volume), (label_path, label)):
+        data = nifti_gz_bytes(array, spacing_mm, descrip)
+        if atomic:
+            write_bytes_atomic(path, data, fsync)
+        else:
+            write_bytes(path, data, fsync)
     return image_path, label_path

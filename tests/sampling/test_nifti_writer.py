@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from medgan.data.intensity import IntensityMapping
+from medgan.errors import OutputError
 from medgan.sampling.writer import (
     nifti_bytes,
     ras_affine,
@@ -99,3 +100,17 @@ def test_descrip_fits_the_header():
     text = synthetic_descrip("f" * 64, seed=2**53 - 1, index=10**6)
     assert len(text) <= 80
     assert text.startswith("medgan synthetic ckpt=ffffffffffff")
+
+
+def test_non_atomic_write_refuses_to_replace_and_matches_atomic(tmp_path):
+    image = np.linspace(-1000, 400, 64, dtype=np.float32).reshape(1, 8, 8)
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 1
+    a = write_pair(image, mask, tmp_path / "a.nii.gz", tmp_path / "al.nii.gz", (1, 1, 2), "d")
+    b = write_pair(image, mask, tmp_path / "b.nii.gz", tmp_path / "bl.nii.gz", (1, 1, 2), "d",
+                   atomic=False)
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    with pytest.raises(OutputError, match="b.nii.gz"):
+        write_pair(image, mask, tmp_path / "b.nii.gz", tmp_path / "c.nii.gz", (1, 1, 2), "d",
+                   atomic=False)
+    assert not (tmp_path / "c.nii.gz").exists()
