@@ -22,6 +22,14 @@ _LAZY = {
     "Discriminator": "medgan.models",
     "train": "medgan.training.trainer",
     "sample_datalist": "medgan.datasets",
+    "sample": "medgan.sampling",
+    "load_generator": "medgan.sampling",
+    "SyntheticLesionDataset": "medgan.augment",
+    "mix_real_synthetic": "medgan.augment",
+    "RandSyntheticLesiond": "medgan.augment",
+    "evaluate_segmentation": "medgan.evaluation",
+    "evaluate_quality": "medgan.evaluation",
+    "evaluate_privacy": "medgan.evaluation",
 }
 
 __all__ = ["CheckpointError", "ConfigError", "DataError", "MedganError", "OutputError",

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from medgan._version import __version__
+from medgan.atomic import write_text_atomic
 from medgan.errors import MedganError, OutputError
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
@@ -99,7 +100,7 @@ def _dump_json(obj: Any, path: str | None) -> None:
         click.echo(text)
     else:
         try:
-            Path(path).write_text(text + "\n", encoding="utf-8")
+            write_text_atomic(path, text + "\n")
         except OSError as err:
             raise OutputError(f"{path}: cannot write the report ({err.strerror or err})") from None
 

@@ -286,4 +286,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Me
 
 def save_config(config: MedganConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (used for the run folder)."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    from medgan.atomic import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from skimage.segmentation import find_boundaries
 
+from medgan.atomic import save_atomic
+
 OUTLINE_RGB = np.array([1.0, 0.15, 0.1])
 
 
@@ -69,10 +71,7 @@ def save_grid(pairs: torch.Tensor | np.ndarray, path: str | Path, nrow: int | No
     if scale > 1:
         canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    Image.fromarray(canvas).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return save_atomic(path, lambda tmp: Image.fromarray(canvas).save(tmp, format="PNG"))
 
 
 def save_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: str | Path,
@@ -95,8 +94,7 @@ def save_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: str | 
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return save_atomic(path, fig.savefig)
+    finally:
+        plt.close(fig)

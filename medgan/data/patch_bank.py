@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from medgan.atomic import save_atomic
 from medgan.config import MedganConfig
 from medgan.data.datalist import Case, image_files
 from medgan.data.intensity import MAPPING_META_KEY, IntensityMapping
@@ -79,13 +79,12 @@ class PatchBank:
 
     def save(self, path: Path) -> None:
         """Write atomically as safetensors with the metadata as a JSON string."""
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         tensors = {
             "images": self.images.contiguous(), "masks": self.masks.contiguous(),
             "has_lesion": self.has_lesion.to(torch.uint8), "case_index": self.case_index,
         }
-        save_file(tensors, str(tmp), metadata={"medgan": json.dumps(self.metadata())})
-        os.replace(tmp, path)
+        metadata = {"medgan": json.dumps(self.metadata())}
+        save_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @classmethod
     def load(cls, path: Path) -> PatchBank:

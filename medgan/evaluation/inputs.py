@@ -81,12 +81,33 @@ def _recorded_checkpoint(info: dict[str, Any]) -> Path | None:
     return folder
 
 
+#: ``dataset.json`` modality names written by ``medgan sample`` -> config modality.
+_MODALITY_OF_NAME = {"CT": "ct", "MR": "mr", "PET": "pet", "image": "none"}
+
+
+def _check_modality(config: MedganConfig, meta: dict[str, Any], dataset: dict[str, Any],
+                    synthetic: str | Path, folder: Path | None) -> None:
+    """Refuse a config whose modality differs from the generator's or the samples': the real
+    patches would be normalised for another modality and every comparison would be void."""
+    if meta and meta["config"].get("modality") not in (None, config.modality):
+        raise ConfigError(f"{folder}: the generator was trained on {meta['config']['modality']} "
+                          f"but the config is for {config.modality}; pass the generator's "
+                          "training config")
+    names = dataset.get("modality") if isinstance(dataset.get("modality"), dict) else {}
+    found = {_MODALITY_OF_NAME.get(str(n)) for n in names.values()} - {None}
+    if len(found) == 1 and config.modality not in found:
+        raise ConfigError(f"{Path(synthetic) / 'dataset.json'}: the synthetic samples are "
+                          f"{found.pop()} but the config is for {config.modality}; pass the "
+                          "generator's training config or --checkpoint")
+
+
 def resolve_settings(synthetic: str | Path, checkpoint: str | Path | None = None,
                      config: MedganConfig | None = None) -> Settings:
     """Config and intensity mapping for comparing ``synthetic`` with the real data."""
     from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
 
-    info = _read_json(Path(synthetic) / "dataset.json").get("medgan", {}) or {}
+    dataset = _read_json(Path(synthetic) / "dataset.json")
+    info = dataset.get("medgan", {}) or {}
     folder = resolve_checkpoint(checkpoint) if checkpoint is not None else None
     if folder is None and config is None:
         folder = _recorded_checkpoint(info)
@@ -96,6 +117,7 @@ def resolve_settings(synthetic: str | Path, checkpoint: str | Path | None = None
             raise ConfigError(f"{synthetic}: cannot tell how the real patches were made; pass "
                               "--checkpoint (the generator's) or --config (its training YAML)")
         config = config_from_dict(meta["config"], source=str(folder))
+    _check_modality(config, meta, dataset, synthetic, folder)
     if "intensity" in info:
         intensity = IntensityMapping.from_dict(info["intensity"])
     elif "intensity" in meta:

@@ -16,13 +16,13 @@ scores lower), and a low NCC does not prove privacy; it is a screen, not a guara
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from medgan.atomic import save_atomic
 from medgan.config import MedganConfig
 from medgan.errors import ConfigError
 from medgan.evaluation.inputs import (
@@ -98,11 +98,10 @@ def save_closest_pairs(path: Path, synthetic: torch.Tensor, real: torch.Tensor,
                 f"{name} ({labels[i]})"
             ax.set_title(title, fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return save_atomic(path, fig.savefig)
+    finally:
+        plt.close(fig)
 
 
 def evaluate_privacy(

@@ -8,27 +8,18 @@ seeded) of the mean, or of the mean paired difference to the reference arm.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medgan.atomic import save_atomic, write_json_atomic, write_text_atomic
 from medgan.errors import OutputError
 from medgan.evaluation.metrics import bootstrap_mean_ci, paired_bootstrap_ci
-from medgan.training.checkpoint import write_json_atomic
 
 GT_RGB = np.array([0.1, 0.85, 0.2])
 PRED_RGB = np.array([1.0, 0.15, 0.1])
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) under a temporary name, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def json_safe(obj: Any) -> Any:
@@ -277,11 +268,10 @@ def plot_examples(path: Path, examples: Mapping[str, Mapping[str, np.ndarray]],
 def _save_fig(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return save_atomic(path, fig.savefig)
+    finally:
+        plt.close(fig)
 
 
 def write_reports(out: Path, protocol: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medgan._version import __version__
+from medgan.atomic import write_bytes_atomic, write_json_atomic
 from medgan.config import MedganConfig, config_from_dict
 from medgan.errors import ConfigError, DataError, OutputError
 from medgan.evaluation.segmentation_run import (
@@ -44,7 +45,6 @@ from medgan.evaluation.segmentation_run import (
     synthetic_pool,
 )
 from medgan.evaluation.splits import Split, make_split, parse_train_cases
-from medgan.training.checkpoint import write_json_atomic
 
 log = logging.getLogger(__name__)
 PROTOCOL = "protocol.json"
@@ -182,9 +182,7 @@ def _run_path(out: Path, regime: str, arm: str, seed: int) -> Path:
 def _save_examples(path: Path, examples: dict[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k.replace("/", "__z"): v for k, v in examples.items()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def _load_examples(path: Path) -> dict[str, np.ndarray]:

@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medgan._version import __version__
+from medgan.atomic import write_json_atomic
 from medgan.errors import CheckpointError, ConfigError, DataError, OutputError
 from medgan.sampling.loader import (
     DECODE_CHUNK,
@@ -50,7 +51,6 @@ from medgan.sampling.loader import (
 from medgan.sampling.postprocess import MaskPostprocess
 from medgan.sampling.writer import synthetic_descrip, write_pair
 from medgan.training import distributed
-from medgan.training.checkpoint import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import gzip
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from medgan import atomic
 from medgan.data.intensity import IntensityMapping
 from medgan.errors import OutputError
 
@@ -100,16 +100,9 @@ def nifti_gz_bytes(volume: np.ndarray, spacing_mm: Sequence[float], descrip: str
 
 def write_bytes_atomic(path: Path, data: bytes, fsync: bool = False) -> Path:
     """Write ``data`` to a temporary name in ``path``'s folder, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        return atomic.write_bytes_atomic(path, data, fsync)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot be written ({err.strerror or err})") from None
     return path
 

@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medgan._version import __version__
+from medgan.atomic import write_json_atomic
 from medgan.errors import CheckpointError, OutputError
 
 SIDECAR = "checkpoint.json"
@@ -56,23 +57,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file + rename, so readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:  # disk full: no temporary file left, the error names the target
-        tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, err.strerror, str(path)) from None
-    except BaseException:  # an interrupt
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

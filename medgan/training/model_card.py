@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medgan.atomic import write_text_atomic
+
 TEMPLATE = """# Model card: {name}
 
 **Synthetic data generator. Outputs are synthetic and must not be used for diagnosis or any
@@ -90,6 +92,6 @@ def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
         version=meta["medgan_version"],
     )
     path = run_dir / "MODEL_CARD.md"
-    path.write_text(text, encoding="utf-8")
-    (checkpoint / "MODEL_CARD.md").write_text(text, encoding="utf-8")
+    write_text_atomic(path, text)
+    write_text_atomic(checkpoint / "MODEL_CARD.md", text)
     return path

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from medgan.atomic import write_text_atomic
 from medgan.config import MedganConfig
 from medgan.errors import TrainingDivergedError
 from medgan.evaluation.diversity import mean_pairwise_msssim
@@ -191,7 +192,7 @@ class Monitor:
         checkpoint = self.save_checkpoint()
         save_curves({k: v for k, v in self.history.items() if k.startswith("loss")},
                     self.run_dir / "loss_curves.png")
-        (self.run_dir / "history.json").write_text(json.dumps(self.history), encoding="utf-8")
+        write_text_atomic(self.run_dir / "history.json", json.dumps(self.history))
         write_model_card(self.run_dir, checkpoint, self.meta, self.history, self.state.step,
                          self.images_per_s)
         return TrainResult(self.run_dir, checkpoint, self.state.step, self.images_per_s,

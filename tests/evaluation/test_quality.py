@@ -88,3 +88,22 @@ def test_frd_when_installed() -> None:
     b = (rng.normal(300, 60, (6, 1, 24, 24)) + 10 * masks[:, None]).astype(np.float32)
     result = frechet_radiomics_distance((a, masks), (b, masks), (1, 1, 1))
     assert result["value"] is not None and np.isfinite(result["value"])
+
+
+def test_config_of_another_modality_is_refused(phantom_data, tiny_checkpoint, tmp_path) -> None:
+    """A CT generator's samples compared with real patches normalised as MR would be void."""
+    from medgan.config import config_from_dict
+    from medgan.errors import ConfigError
+    from medgan.evaluation.privacy import evaluate_privacy
+    from medgan.sampling import sample
+    from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
+
+    sample(tiny_checkpoint, 2, tmp_path / "syn", seed=0, progress=False, device="cpu")
+    trained = read_sidecar(resolve_checkpoint(tiny_checkpoint))["config"]
+    assert trained["modality"] == "ct"
+    mr = config_from_dict({**trained, "modality": "mr", "intensity": {}}, source="mr.yaml")
+    with pytest.raises(ConfigError, match="synthetic samples are ct but the config is for mr"):
+        evaluate_quality(phantom_data, tmp_path / "syn", config=mr, frd=False, progress=False)
+    with pytest.raises(ConfigError, match="trained on ct but the config is for mr"):
+        evaluate_privacy(phantom_data, tmp_path / "syn", checkpoint=tiny_checkpoint, config=mr,
+                         progress=False)
