@@ -152,7 +152,10 @@ class TrainConfig(_Strict):
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
         "auto", description="Mixed precision on CUDA ('auto' = bf16 if supported else fp16)."
     )
-    channels_last: bool = Field(True, description="channels_last memory format for 2D on CUDA.")
+    channels_last: bool = Field(
+        True, description="Channels-last memory format for models and batches: 2D and 3D on "
+        "the CPU, 2D on CUDA (faster convolutions; no effect on results beyond rounding)."
+    )
     compile: bool = Field(
         False, description="torch.compile the generator and discriminator (in place; the first "
         "steps are slower while the graphs compile)."

@@ -40,6 +40,7 @@ from medgan.data.intensity import NormalizeModalityd
 from medgan.errors import DataError
 
 GEOMETRY_TOL_MM = 1e-2
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # axis codes: low end, high end
 
 
 @functools.cache
@@ -289,7 +290,9 @@ def build_case_transforms(config: MedganConfig) -> Compose:
     chain: list[Any] = [
         LoadCased(),
         CheckCased(),
-        Orientationd(keys=("image", "label"), axcodes="RAS"),
+        # labels given explicitly: nibabel's RAS convention (MONAI's current default, which
+        # warns that it will change to the meta-tensor's own space)
+        Orientationd(keys=("image", "label"), axcodes="RAS", labels=RAS_LABELS),
     ]
     if config.data.spacing_mm is not None:
         chain.append(

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from medgan.data.intensity import IntensityMapping
-from medgan.devices import resolve_device
+from medgan.devices import preferred_memory_format, resolve_device
 from medgan.errors import CheckpointError, ConfigError
 from medgan.training.checkpoint import SIDECAR, load_weights, read_sidecar, resolve_checkpoint
 
@@ -131,7 +131,7 @@ class LoadedGenerator:
             k = part.shape[0]
             if k < chunk:
                 part = torch.cat([part, part.new_zeros(chunk - k, part.shape[1])])
-            pairs = self.generator(part)[:k].float()
+            pairs = self.generator(part)[:k].float().contiguous()
             out.append(pairs if output_device is None else pairs.to(output_device))
         if not out:
             dev = self.device if output_device is None else torch.device(output_device)
@@ -215,7 +215,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
         first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
         raise CheckpointError(f"{folder / (stem + '.safetensors')}: weights do not fit the "
                               f"generator described in {SIDECAR} ({first})") from None
-    net.to(dev).eval()
+    layout = preferred_memory_format(config.spatial_dims, dev, config.train.channels_last)
+    net.to(dev, memory_format=layout).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     digest = hashlib.sha256(sidecar.read_bytes()).hexdigest()

@@ -25,12 +25,13 @@ class PatchSampler:
     Random flips act on the in-plane axes (the through-plane axis of 3D patches is kept).
     Indices and flips come from ``rng`` (on the training device); when the bank stays on the
     host for a GPU run, the indices come from ``host_rng`` (a CPU generator) instead.
-    ``channels_last`` returns 2D batches in that memory format.
+    ``memory_format`` is the layout of the returned batches (e.g. ``torch.channels_last``).
     """
 
     def __init__(self, bank: PatchBank, device: torch.device, batch_size: int,
                  rng: torch.Generator, flips: bool = True, shard: tuple[int, int] = (0, 1),
-                 host_rng: torch.Generator | None = None, channels_last: bool = False) -> None:
+                 host_rng: torch.Generator | None = None,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
         pairs = bank.pairs()
         rank, world = shard
         index = torch.arange(len(pairs))[rank::world]
@@ -51,8 +52,7 @@ class PatchSampler:
         if self.store_device != device:
             self.pick_rng = host_rng if host_rng is not None else torch.Generator()
         self.spatial_dims = pairs.ndim - 2
-        self.memory_format = (torch.channels_last if channels_last and self.spatial_dims == 2
-                              else torch.contiguous_format)
+        self.memory_format = memory_format
         self._staging: list[tuple[torch.Tensor, torch.cuda.Event]] = []
         self._turn = 0
 

@@ -22,7 +22,7 @@ import torch
 from medgan._version import __version__
 from medgan.config import MedganConfig, save_config
 from medgan.data import PatchBank, build_patch_bank, load_datalist
-from medgan.devices import resolve_device
+from medgan.devices import preferred_memory_format, resolve_device
 from medgan.errors import CheckpointError, ConfigError, OutputError
 from medgan.training import distributed
 from medgan.training.batches import PatchSampler
@@ -210,23 +210,24 @@ def train(
     return monitor.finish()
 
 
-def _on_cuda_2d(config: MedganConfig, state: TrainState) -> bool:
-    return config.train.channels_last and config.spatial_dims == 2 and \
-        state.device.type == "cuda"
+def memory_format(config: MedganConfig, device: torch.device) -> torch.memory_format:
+    """Layout of models and batches (see :func:`~medgan.devices.preferred_memory_format`)."""
+    return preferred_memory_format(config.spatial_dims, device, config.train.channels_last)
 
 
 def prepare_models(config: MedganConfig, state: TrainState, dist: distributed.DistInfo) -> None:
     """Memory format, SyncBatchNorm, DDP and ``torch.compile``, after creation and resume.
 
-    channels_last applies to 2D models on CUDA (``train.channels_last``); SyncBatchNorm to
+    channels-last follows :func:`memory_format` (``train.channels_last``); SyncBatchNorm to
     several CUDA processes (``train.sync_batchnorm``); ``train.compile`` compiles the models in
     place, so checkpoints keep their plain parameter names.
     """
     t = config.train
-    if _on_cuda_2d(config, state):
+    layout = memory_format(config, state.device)
+    if layout != torch.contiguous_format:
         for model in (state.generator, state.discriminator, state.ema):
             if model is not None:
-                model.to(memory_format=torch.channels_last)
+                model.to(memory_format=layout)
     distributed.wrap(state, dist, sync_batchnorm=t.sync_batchnorm)
     if t.compile:
         distributed.unwrap(state.generator).compile()
@@ -239,7 +240,8 @@ def make_sampler(config: MedganConfig, state: TrainState, bank: PatchBank,
     """The minibatch source of this process (its own shard under torchrun)."""
     return PatchSampler(bank, state.device, config.train.batch_size, state.rng,
                         flips=config.train.flip_augment, shard=(dist.rank, dist.world_size),
-                        host_rng=state.host_rng, channels_last=_on_cuda_2d(config, state))
+                        host_rng=state.host_rng,
+                        memory_format=memory_format(config, state.device))
 
 
 def train_loop(config: MedganConfig, state: TrainState, sampler: PatchSampler, monitor: Monitor,
