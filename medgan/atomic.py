@@ -7,6 +7,10 @@ written to a hidden temporary name in the target's folder (same file system, so 
 turned into an exception) the temporary file is removed and the previous file, if any, is left
 as it was. A process killed outright (SIGKILL) can leave a ``.<name>.tmp-<pid>-<thread>`` file
 behind; it is never read, and the next write of the same name by that pid replaces it.
+
+A target that exists and is not a regular file (``/dev/stdout``, a named pipe, a device) is
+written in place: renaming over it would replace the device node or pipe with a file. A
+symbolic link is followed, so the link stays and the file it points to is replaced.
 """
 
 from __future__ import annotations
@@ -41,6 +45,14 @@ def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
             name) so that messages name the file the user asked for.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():  # a device, pipe or socket: write in place
+        try:
+            yield path
+        except OSError as err:
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+        return
     tmp = temporary_name(path)
     try:
         yield tmp

@@ -67,3 +67,30 @@ def test_missing_folder_is_an_os_error_naming_the_target(tmp_path):
     with pytest.raises(OSError) as info:
         write_text_atomic(target, "x")
     assert info.value.filename == str(target)
+
+
+def test_device_is_written_in_place_not_replaced(tmp_path):
+    """Renaming over /dev/full (as root) would replace the device node with a file."""
+    import os
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError), atomic_path(fifo) as target:
+        assert target == fifo  # no temporary name: the pipe itself is opened
+        raise OSError(errno.EPIPE, "stop before blocking on the pipe", str(target))
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    if os.path.exists("/dev/full"):
+        with pytest.raises(OSError) as info:
+            write_text_atomic("/dev/full", "x" * 10_000)
+        assert info.value.errno == errno.ENOSPC and info.value.filename == "/dev/full"
+        assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_symlink_is_kept_and_its_target_replaced(tmp_path):
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    write_text_atomic(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
