@@ -7,6 +7,7 @@ machine is whatever runs the tests.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,11 @@ def test_quick_run_prints_table_and_checks(results):
         assert isinstance(check["passed"], bool)
         assert ("PASS  " if check["passed"] else "FAIL  ") + check["name"] in stdout
     assert "train 2D" in stdout and "sample 3D" in stdout and "memory 3D" in stdout
+
+
+@pytest.mark.parametrize("script", ["fetch_wheels.sh", "run_checks.sh"])
+def test_gpu_scripts_parse_and_are_executable(script):
+    """The GPU check scripts only run on a GPU machine; here they must at least parse."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu" / script
+    assert os.access(path, os.X_OK)
+    subprocess.run(["bash", "-n", str(path)], check=True)
