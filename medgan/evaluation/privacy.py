@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from medgan.atomic import save_atomic
 from medgan.config import MedganConfig
 from medgan.errors import ConfigError
 from medgan.evaluation.inputs import (
@@ -84,7 +83,7 @@ def save_closest_pairs(path: Path, synthetic: torch.Tensor, real: torch.Tensor,
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from medgan.visualize import grid_array
+    from medgan.visualize import grid_array, save_figure
 
     n = len(synthetic)
     fig, axes = plt.subplots(max(n, 1), 2, squeeze=False, figsize=(5.2, 2.5 * max(n, 1)),
@@ -98,10 +97,7 @@ def save_closest_pairs(path: Path, synthetic: torch.Tensor, real: torch.Tensor,
                 f"{name} ({labels[i]})"
             ax.set_title(title, fontsize=7)
     fig.tight_layout()
-    try:
-        return save_atomic(path, fig.savefig)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 def evaluate_privacy(

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from medgan.atomic import save_atomic, write_json_atomic, write_text_atomic
+from medgan.atomic import write_json_atomic, write_text_atomic
 from medgan.errors import OutputError
 from medgan.evaluation.metrics import bootstrap_mean_ci, paired_bootstrap_ci
+from medgan.visualize import save_figure
 
 GT_RGB = np.array([0.1, 0.85, 0.2])
 PRED_RGB = np.array([1.0, 0.15, 0.1])
@@ -224,7 +225,7 @@ def plot_dice(path: Path, summary: Mapping[str, Mapping[str, Any]]) -> Path:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    return _save_fig(fig, path)
+    return save_figure(fig, path)
 
 
 def _overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray | None) -> np.ndarray:
@@ -262,16 +263,7 @@ def plot_examples(path: Path, examples: Mapping[str, Mapping[str, np.ndarray]],
             ax.set_title(f"{arm}\n{cid} z={z}" if i == 0 else f"{cid} z={z}", fontsize=7)
     fig.suptitle("green: ground truth, red: prediction (seed 0)", fontsize=8)
     fig.tight_layout()
-    return _save_fig(fig, path)
-
-
-def _save_fig(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    try:
-        return save_atomic(path, fig.savefig)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 def write_reports(out: Path, protocol: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],

@@ -27,7 +27,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from medgan import atomic
+from medgan.atomic import write_bytes_atomic as _write_atomic
 from medgan.data.intensity import IntensityMapping
 from medgan.errors import OutputError
 
@@ -112,10 +112,9 @@ def nifti_gz_bytes(volume: np.ndarray, spacing_mm: Sequence[float], descrip: str
 def write_bytes_atomic(path: Path, data: bytes, fsync: bool = False) -> Path:
     """Write ``data`` to a temporary name in ``path``'s folder, then rename it into place."""
     try:
-        return atomic.write_bytes_atomic(path, data, fsync)
+        return _write_atomic(path, data, fsync)
     except OSError as err:
         raise OutputError(f"{path}: cannot be written ({err.strerror or err})") from None
-    return path
 
 
 def to_physical(image: np.ndarray | torch.Tensor, intensity: IntensityMapping) -> np.ndarray:
