@@ -18,6 +18,7 @@ under the same torchrun job once it was destroyed).
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 from collections.abc import Callable
@@ -130,8 +131,19 @@ def setup(device: torch.device, share_gpus: bool = False) -> DistInfo:
 
 
 def _destroy_group() -> None:
+    """Destroy the process group while the interpreter is still alive (an ``atexit`` hook).
+
+    Gloo's worker threads drop their finished work items, which hold tensors with Python
+    objects, some time after the collective returns. If that happens during interpreter
+    finalisation, the thread cannot take the GIL and the process aborts ("terminate called
+    without an active exception") after all its work is done. Collecting the garbage first
+    frees wrappers in reference cycles (a finished run's DDP generator) that keep the group
+    alive; once the last reference is gone, the group's destructor joins its worker threads.
+    """
     if torch_dist.is_initialized():
+        gc.collect()
         torch_dist.destroy_process_group()
+        gc.collect()
 
 
 def wrap(state: Any, dist: DistInfo, sync_batchnorm: bool = False) -> None:
