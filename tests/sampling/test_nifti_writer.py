@@ -58,6 +58,8 @@ def test_geometry_units_marker_and_mask(tmp_path, spatial_dims):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i.nii.gz", "l.nii.gz"]  # no temps
 
 
+# building any LoadImage instantiates every MONAI reader; the GPU DICOM one warns without its plugin
+@pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
 def test_multichannel_written_channel_last_and_loaded_channel_first(tmp_path):
     from monai.transforms import LoadImage
 
