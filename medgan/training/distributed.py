@@ -143,7 +143,6 @@ def _destroy_group() -> None:
     if torch_dist.is_initialized():
         gc.collect()
         torch_dist.destroy_process_group()
-        gc.collect()
 
 
 def wrap(state: Any, dist: DistInfo, sync_batchnorm: bool = False) -> None:
