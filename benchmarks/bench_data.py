@@ -36,9 +36,9 @@ def datalist(tmp: Path, quick: bool) -> tuple[Path, dict[str, Any], str]:
         path.write_text(json.dumps({"training": entries}), encoding="utf-8")
         source = f"BraTS 2013/2015 FLAIR, {len(entries)} cases, labels 1-4 ({BRATS})"
         return path, {"modality": "mr", "data": {"lesion_labels": [1, 2, 3, 4]}}, source
-    from medgan.datasets import sample_datalist_path
+    from medgan.datasets import bundled_datalist_path
 
-    return sample_datalist_path("ct"), {"modality": "ct", "data": {}}, \
+    return bundled_datalist_path("ct"), {"modality": "ct", "data": {}}, \
         "bundled CT sarcoma sample (3 cropped cases)"
 
 

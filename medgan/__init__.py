@@ -6,9 +6,7 @@ torch and MONAI load on first use of a name that needs them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from medgan._lazy import lazy_getattr
 from medgan._version import __version__
 from medgan.errors import CheckpointError, ConfigError, DataError, MedganError, OutputError
 
@@ -20,7 +18,8 @@ _LAZY = {
     "check_dataset": "medgan.data",
     "Generator": "medgan.models",
     "Discriminator": "medgan.models",
-    "train": "medgan.training.trainer",
+    "train": "medgan.training",
+    "bundled_datalist": "medgan.datasets",
     "sample_datalist": "medgan.datasets",
     "sample": "medgan.sampling",
     "load_generator": "medgan.sampling",
@@ -36,7 +35,4 @@ __all__ = ["CheckpointError", "ConfigError", "DataError", "MedganError", "Output
            "__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medgan' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

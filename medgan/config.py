@@ -7,25 +7,30 @@ a :class:`~medgan.errors.ConfigError` naming the file and the field.
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medgan.atomic import write_text_atomic
 from medgan.errors import ConfigError
 
 Modality = Literal["ct", "mr", "pet", "none"]
 LossKind = Literal["bce", "hinge", "wgan-gp"]
+ModelKindName = Literal["dcgan"]
+DiffAugmentPolicy = Literal["translation", "cutout", "brightness", "contrast"]
+DiscriminatorNorm = Literal["batch", "instance", "none"]
 
-#: Per-modality default intensity mapping to [-1, 1] (physical units on the left).
-MODALITY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ct": {"hu_window": (-200.0, 300.0)},
-    "mr": {"percentiles": (0.5, 99.9)},
-    "pet": {"suv_max": 10.0},
-    "none": {"value_range": (-1.0, 1.0)},
-}
+#: Model kinds a config may name; :mod:`medgan.checkpoint.kinds` builds each one.
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKindName)
+#: DiffAugment policies (implemented in :mod:`medgan.training.diffaugment`).
+DIFFAUGMENT_POLICIES: tuple[str, ...] = get_args(DiffAugmentPolicy)
+DISCRIMINATOR_NORMS: tuple[str, ...] = get_args(DiscriminatorNorm)
+#: Patch edge lengths each rank supports (powers of two whose 4^d bottleneck fits in memory).
+PATCH_SIZES: dict[int, tuple[int, ...]] = {2: (32, 64, 128), 3: (32, 64)}
 
 
 class _Strict(BaseModel):
@@ -112,12 +117,16 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     """DCGAN generator/discriminator architecture and discriminator stabilisers."""
 
+    kind: ModelKindName = Field(
+        "dcgan", description="Model kind: 'dcgan' (unconditional generator of lesion image + "
+        "mask patches from a latent vector)."
+    )
     latent_dim: int = Field(100, gt=0, description="Size of the latent vector z.")
     ngf: int = Field(64, gt=0, description="Generator base width (channels of the last block).")
     ndf: int = Field(
         64, gt=0, description="Discriminator base width (first block)."
     )
-    d_norm: Literal["batch", "instance", "none"] = Field(
+    d_norm: DiscriminatorNorm = Field(
         "batch", description="Normalisation in the discriminator (WGAN-GP needs 'none'/'instance')."
     )
     spectral_norm: bool = Field(False, description="Spectral normalisation of discriminator convs.")
@@ -144,7 +153,7 @@ class TrainConfig(_Strict):
     ema_decay: float | None = Field(
         0.999, description="Decay of the generator weight EMA used for sampling; null disables."
     )
-    diffaugment: list[str] = Field(
+    diffaugment: list[DiffAugmentPolicy] = Field(
         ["translation", "cutout", "brightness", "contrast"],
         description="DiffAugment policies applied to real and fake alike; [] disables.",
     )
@@ -208,18 +217,12 @@ class MedganConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> MedganConfig:
-        allowed = (32, 64, 128) if self.spatial_dims == 2 else (32, 64)
+        allowed = PATCH_SIZES[self.spatial_dims]
         if self.data.patch_size not in allowed:
             raise ValueError(
                 f"data.patch_size must be one of {', '.join(map(str, allowed))} for "
                 f"spatial_dims={self.spatial_dims}, not {self.data.patch_size}"
             )
-        for policy in self.train.diffaugment:
-            if policy not in ("translation", "cutout", "brightness", "contrast"):
-                raise ValueError(
-                    f"train.diffaugment entries must be translation, cutout, brightness or "
-                    f"contrast, not {policy!r}"
-                )
         if self.train.loss == "wgan-gp" and self.model.d_norm == "batch":
             raise ValueError(
                 "model.d_norm must be 'none' or 'instance' with train.loss 'wgan-gp', not 'batch' "
@@ -232,33 +235,82 @@ class MedganConfig(_Strict):
         return json.loads(self.model_dump_json())
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
+def _nearest_key(loc: tuple[Any, ...]) -> str | None:
+    """The valid config key closest to the unknown ``loc`` (same section), if any is close."""
+    model: Any = MedganConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+    names = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    return ".".join([*map(str, loc[:-1]), close[0]]) if close else None
+
+
+def _problem(first: dict[str, Any]) -> str:
+    loc = tuple(first["loc"])
+    dotted = ".".join(str(p) for p in loc)
     if first["type"] == "extra_forbidden":
-        msg = "unknown option (check the spelling; see configs/ for valid keys)"
-    elif first["type"] == "missing":
-        msg = "is required"
-    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}" if loc else f"{source}: {msg}{more}"
+        near = _nearest_key(loc)
+        hint = f"; did you mean {near}?" if near else " (check the spelling; see configs/)"
+        return f"{dotted}: unknown option{hint}"
+    if first["type"] == "missing":
+        return f"{dotted}: is required"
+    if first["type"] == "literal_error":
+        allowed = first.get("ctx", {}).get("expected", "")
+        return f"{dotted}: must be {allowed}, not {first.get('input')!r}"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{dotted}: {msg}" if dotted else msg
 
 
-def config_from_dict(data: dict[str, Any], source: str = "config") -> MedganConfig:
-    """Validate a plain dict; raise :class:`ConfigError` naming ``source`` and the field."""
+def _from_overrides(loc: tuple[Any, ...], overrides: dict[str, Any]) -> bool:
+    dotted = ".".join(str(p) for p in loc)
+    return any(dotted == k or dotted.startswith(k + ".") or k.startswith(dotted + ".")
+               for k in overrides)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config",
+                     overrides: dict[str, Any] | None = None) -> MedganConfig:
+    """Validate ``data`` with ``overrides`` (dotted keys, e.g. ``{"train.steps": 5}``) applied.
+
+    Raises :class:`ConfigError` naming ``source``, or the ``overrides`` parameter when the
+    offending key came from there, and the field; an unknown key gets the nearest valid one.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: must be a mapping of options, not {type(data).__name__}")
+    overrides = overrides or {}
+    merged = apply_overrides(data, overrides)
     try:
-        return MedganConfig.model_validate(data)
+        return MedganConfig.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        first = err.errors()[0]
+        more = len(err.errors()) - 1
+        text = _problem(first) + (f" (and {more} more problem(s))" if more else "")
+        if _from_overrides(tuple(first["loc"]), overrides):
+            raise ConfigError(text, param="overrides") from None
+        raise ConfigError(f"{source}: {text}") from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> MedganConfig:
-    """Read and validate a YAML config.
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with each dotted key of ``overrides`` set (sections made as needed)."""
+    out = json.loads(json.dumps(data, default=str))
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set {dotted!r}: {key!r} is a value, not a section",
+                                  param="overrides")
+        node[leaf] = value
+    return out
 
-    ``overrides`` maps dotted keys to values, e.g. ``{"train.steps": 5}``.
-    """
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a config file, unvalidated (no torch import; fast)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file does not exist")
@@ -272,23 +324,17 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Me
         raise ConfigError(f"{path}: config file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a mapping of options, not {type(data).__name__}")
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            if node.get(key) is None:
-                node[key] = {}
-            node = node[key]
-            if not isinstance(node, dict):
-                raise ConfigError(
-                    f"{path}: cannot override {dotted!r}: {key!r} is a value, not a section"
-                )
-        node[leaf] = value
-    return config_from_dict(data, source=str(path))
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> MedganConfig:
+    """Read and validate a YAML config.
+
+    ``overrides`` maps dotted keys to values, e.g. ``{"train.steps": 5}``.
+    """
+    return config_from_dict(read_config_file(path), source=str(path), overrides=overrides)
 
 
 def save_config(config: MedganConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (used for the run folder)."""
-    from medgan.atomic import write_text_atomic
-
     write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from medgan.checkpoint.files import SIDECAR, checkpoint_sha256, read_sidecar, resolve_checkpoint
+from medgan.checkpoint.metadata import upgrade
 from medgan.errors import DataError
 
 _MARKER = re.compile(r"medgan synthetic ckpt=(?P<ckpt>[0-9a-f]+) seed=(?P<seed>-?\d+)"
@@ -54,15 +56,20 @@ def _datalist_info(path: Path) -> dict[str, Any]:
 
 
 def _checkpoint_info(path: Path) -> dict[str, Any]:
-    from medgan.training.checkpoint import read_sidecar, resolve_checkpoint, sha256_file
-
     folder = resolve_checkpoint(path)
-    meta = read_sidecar(folder)
-    keys = ("modality", "spatial_dims", "patch_size", "image_channels", "spacing_mm", "step",
-            "n_cases", "n_patches", "data_fingerprint", "medgan_version")
+    meta = upgrade(read_sidecar(folder), folder / SIDECAR)
+    config = meta["config"]
+    keys = ("image_channels", "spacing_mm", "step", "n_cases", "n_patches",
+            "data_fingerprint", "medgan_version")
+    cases = meta.get("training_cases")
     return {"file": str(folder), "kind": "checkpoint", "synthetic": False,
-            "checkpoint_sha256": sha256_file(folder / "checkpoint.json"),
-            **{k: meta.get(k) for k in keys}}
+            "checkpoint_sha256": checkpoint_sha256(folder),
+            "model_kind": config.get("model", {}).get("kind", "dcgan"),
+            "modality": config.get("modality"), "spatial_dims": config.get("spatial_dims"),
+            "patch_size": config.get("data", {}).get("patch_size"),
+            **{k: meta.get(k) for k in keys},
+            "training_cases": [c["id"] for c in cases] if cases is not None
+            else "not recorded (trained by medgan 0.1)"}
 
 
 def describe(path: str | Path) -> dict[str, Any]:

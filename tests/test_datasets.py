@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from medgan.datasets import (
-    SAMPLE_MODALITIES,
-    sample_data_dir,
-    sample_datalist,
-    sample_datalist_path,
+    BUNDLED_MODALITIES,
+    bundled_data_dir,
+    bundled_datalist,
+    bundled_datalist_path,
 )
 from medgan.errors import ConfigError
 
@@ -28,15 +28,15 @@ IMAGE_DTYPES = {"ct": np.int16, "mr": np.int16, "pet": np.float32}
 def _pairs():
     return [
         pytest.param(modality, item, id=f"{modality}-{index}")
-        for modality in SAMPLE_MODALITIES
-        for index, item in enumerate(sample_datalist(modality))
+        for modality in BUNDLED_MODALITIES
+        for index, item in enumerate(bundled_datalist(modality))
     ]
 
 
-@pytest.mark.parametrize("modality", SAMPLE_MODALITIES)
+@pytest.mark.parametrize("modality", BUNDLED_MODALITIES)
 def test_datalist_lists_every_case_with_existing_absolute_paths(modality):
-    folder = sample_data_dir() / modality
-    items = sample_datalist(modality)
+    folder = bundled_data_dir() / modality
+    items = bundled_datalist(modality)
     assert items == [
         {
             "image": str(folder / "imagesTr" / f"{case}.nii.gz"),
@@ -50,9 +50,9 @@ def test_datalist_lists_every_case_with_existing_absolute_paths(modality):
         assert Path(item["label"]).is_file()
 
 
-@pytest.mark.parametrize("modality", SAMPLE_MODALITIES)
+@pytest.mark.parametrize("modality", BUNDLED_MODALITIES)
 def test_datalist_json_is_decathlon_style(modality):
-    content = json.loads(sample_datalist_path(modality).read_text())
+    content = json.loads(bundled_datalist_path(modality).read_text())
     assert content["labels"] == {"0": "background", "1": "tumour"}
     assert content["numTraining"] == len(content["training"]) == len(CASES)
     assert "CC BY 3.0" in content["licence"]
@@ -102,18 +102,28 @@ def test_tumour_has_in_plane_context_around_it(modality, item):
 
 
 def test_sample_folder_is_small():
-    folder = sample_data_dir().parent
+    folder = bundled_data_dir().parent
     total = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
     assert total <= SIZE_LIMIT_BYTES
 
 
 def test_attribution_is_shipped_next_to_the_data():
-    text = (sample_data_dir().parent / "ATTRIBUTION.md").read_text()
+    text = (bundled_data_dir().parent / "ATTRIBUTION.md").read_text()
     assert "CC BY 3.0" in text
     assert "10.7937/K9/TCIA.2015.7GO2GSKS" in text
 
 
-@pytest.mark.parametrize("function", [sample_datalist, sample_datalist_path])
+@pytest.mark.parametrize("function", [bundled_datalist, bundled_datalist_path])
 def test_unknown_modality_raises_config_error(function):
     with pytest.raises(ConfigError, match="must be one of 'ct', 'mr', 'pet', not 'xray'"):
         function("xray")
+
+
+def test_old_names_still_work_with_a_deprecation_warning():
+    from medgan import datasets
+
+    with pytest.warns(DeprecationWarning, match="bundled_datalist"):
+        items = datasets.sample_datalist("ct")
+    assert items == bundled_datalist("ct")
+    with pytest.warns(DeprecationWarning, match="bundled_datalist_path"):
+        assert datasets.sample_datalist_path("mr") == bundled_datalist_path("mr")

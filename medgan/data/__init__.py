@@ -1,14 +1,19 @@
-"""Data layer: datalists, MONAI loading/normalisation chains, patch extraction and caching."""
+"""Data layer: datalists, MONAI loading/normalisation chains, patch extraction and caching.
 
-from medgan.data.check import DatasetReport, check_dataset, format_report
-from medgan.data.datalist import load_datalist
-from medgan.data.intensity import IntensityMapping, NormalizeModality, NormalizeModalityd
-from medgan.data.patch_bank import PatchBank, build_patch_bank
-from medgan.data.patches import extract_patches
-from medgan.data.transforms import LesionMask, LesionMaskd, build_case_transforms, load_case
+Names are exported lazily (see :mod:`medgan._lazy`): the CLI reads datalists to validate
+``--data`` before torch and MONAI load.
+"""
 
-__all__ = [
-    "DatasetReport", "IntensityMapping", "LesionMask", "LesionMaskd", "NormalizeModality",
-    "NormalizeModalityd", "PatchBank", "build_case_transforms", "build_patch_bank",
-    "check_dataset", "extract_patches", "format_report", "load_case", "load_datalist",
-]
+from medgan._lazy import lazy_getattr
+
+_EXPORTS = {
+    "DatasetReport": "medgan.data.check", "check_dataset": "medgan.data.check",
+    "format_report": "medgan.data.check", "load_datalist": "medgan.data.datalist",
+    "IntensityMapping": "medgan.data.intensity", "NormalizeModality": "medgan.data.intensity",
+    "NormalizeModalityd": "medgan.data.intensity", "PatchBank": "medgan.data.patch_bank",
+    "build_patch_bank": "medgan.data.patch_bank", "extract_patches": "medgan.data.patches",
+    "LesionMask": "medgan.data.transforms", "LesionMaskd": "medgan.data.transforms",
+    "build_case_transforms": "medgan.data.transforms", "load_case": "medgan.data.transforms",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

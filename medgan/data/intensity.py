@@ -27,6 +27,8 @@ from medgan.errors import DataError
 
 UNITS = {"ct": "HU", "mr": "a.u.", "pet": "SUV", "none": "a.u."}
 MAPPING_META_KEY = "medgan_intensity"
+#: Model-space value of "nothing": the low end of every mapping, padding, outside the body.
+BACKGROUND = -1.0
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from medgan.data.transforms import load_case
 from medgan.errors import DataError
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1  # bump when the extraction logic changes so stale caches are rebuilt
+CACHE_FORMAT = 2  # bump when the extraction logic changes so stale caches are rebuilt
 
 
 @dataclass
@@ -54,6 +54,7 @@ class PatchBank:
     spacing_mm: tuple[float, ...]
     fingerprint: str
     skipped: list[str] = field(default_factory=list)
+    case_records: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -75,6 +76,7 @@ class PatchBank:
             "case_ids": self.case_ids, "intensity": self.intensity.to_dict(),
             "case_mappings": self.case_mappings, "spacing_mm": list(self.spacing_mm),
             "fingerprint": self.fingerprint, "skipped": self.skipped,
+            "case_records": self.case_records,
         }
 
     def save(self, path: Path) -> None:
@@ -99,6 +101,7 @@ class PatchBank:
             intensity=IntensityMapping.from_dict(meta["intensity"]),
             case_mappings=meta["case_mappings"], spacing_mm=tuple(meta["spacing_mm"]),
             fingerprint=meta["fingerprint"], skipped=meta.get("skipped", []),
+            case_records=meta.get("case_records", []),
         )
 
 
@@ -108,6 +111,24 @@ def _case_files(case: Case) -> list[Path]:
         p = Path(f)
         files += sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
     return files
+
+
+def _file_record(path: str | Path) -> dict[str, str]:
+    """``{"file": name, "sha256": ...}`` of one file, or of a folder's files (DICOM series)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023
+                h.update(chunk)
+    return {"file": p.name, "sha256": h.hexdigest()}
+
+
+def case_records(cases: Sequence[Case]) -> list[dict[str, Any]]:
+    """Per case its id and the SHA-256 of each image file and of the label (content only, so
+    the same patient is recognised wherever its files live)."""
+    return [{"id": case["case_id"], "images": [_file_record(f) for f in image_files(case)],
+             "label": _file_record(case["label"])} for case in cases]
 
 
 def data_fingerprint(cases: Sequence[Case]) -> str:
@@ -260,7 +281,7 @@ def build_patch_bank(
         intensity=IntensityMapping.combine([IntensityMapping.from_dict(m) for m in mappings]),
         case_mappings=mappings,
         spacing_mm=tuple(float(s) for s in np.median(np.asarray(spacings), axis=0)),
-        fingerprint=data_fingerprint(kept), skipped=skipped,
+        fingerprint=data_fingerprint(kept), skipped=skipped, case_records=case_records(kept),
     )
     if cache_path is not None and write_cache:  # made only now: a failed build writes nothing
         cache_path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,7 @@ from skimage.measure import label as connected_components
 from skimage.measure import regionprops
 
 from medgan.config import DataConfig
-
-BACKGROUND = -1.0  # image value of "nothing" in model space (and of the absent mask)
+from medgan.data.intensity import BACKGROUND
 
 
 @dataclass

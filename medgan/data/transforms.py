@@ -38,6 +38,7 @@ from medgan.config import MedganConfig
 from medgan.data.datalist import Case, image_files
 from medgan.data.intensity import NormalizeModalityd
 from medgan.errors import DataError
+from medgan.modalities import modality_of_name
 
 GEOMETRY_TOL_MM = 1e-2
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # axis codes: low end, high end
@@ -98,23 +99,6 @@ def _is_multiframe_dicom(path: Path) -> bool:
         return False
 
 
-#: DICOM Modality codes and decathlon ``modality`` names -> medgan modality.
-_MR_NAMES = ("MR", "MRI", "T1", "T2", "FLAIR", "ADC", "DWI", "PD", "SWI", "DCE", "DSC", "MPRAGE")
-MODALITY_NAMES = {"CT": "ct", "PT": "pet", "PET": "pet", **{n: "mr" for n in _MR_NAMES}}
-
-
-def _modality_of(name: str) -> str | None:
-    """``"T1w"`` -> ``"mr"``, ``"CT"`` -> ``"ct"``, ``"PT"`` -> ``"pet"``; None when unknown."""
-    key = name.strip().upper()
-    if key in MODALITY_NAMES:
-        return MODALITY_NAMES[key]
-    if re.match(r"^(T1|T2)(W|GD|C|CE|-?GAD)?$", key):  # T1w, t1gd, T2w ... (decathlon)
-        return "mr"
-    if key.startswith(("FDG", "PET")):
-        return "pet"
-    return None
-
-
 def _dicom_modality(path: Path) -> str | None:
     """The Modality tag of the (first) file of a DICOM series; None when unreadable."""
     import pydicom
@@ -142,8 +126,8 @@ def case_modality(case: Case) -> tuple[str, str] | None:
         if not names or len(names) != len(image_files(case)):
             return None
         where = f"DICOM Modality tag of {dicoms[0]}"
-    found = {_modality_of(n) for n in names}
-    if len(found) != 1 or None in found:
+    found = {modality_of_name(n) for n in names}
+    if len(found) != 1 or None in found or "none" in found:
         return None
     return found.pop(), f"{'/'.join(names)} in the {where}"
 
@@ -307,7 +291,6 @@ def build_case_transforms(config: MedganConfig) -> Compose:
         LesionMaskd(keys="label", lesion_labels=config.data.lesion_labels),
         NormalizeModalityd(keys="image", modality=config.modality, config=config.intensity),
     ]
-    # map_items=False keeps our dicts whole; unpack_items/lazy stay at their defaults
     return Compose(chain)
 
 

@@ -31,10 +31,10 @@ from scipy.ndimage import distance_transform_edt
 from skimage.measure import label as connected_components
 from skimage.measure import regionprops
 
+from medgan.data.intensity import BACKGROUND
 from medgan.errors import ConfigError
 
 log = logging.getLogger(__name__)
-BACKGROUND = -1.0
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ section), when it still exists and its hash matches.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from medgan.checkpoint import checkpoint_sha256, read_sidecar, resolve_checkpoint
 from medgan.config import MedganConfig, config_from_dict
+from medgan.data import build_patch_bank, load_datalist
 from medgan.data.intensity import IntensityMapping
+from medgan.data.transforms import read_image
 from medgan.errors import ConfigError, DataError
+from medgan.modalities import modality_of_name
+from medgan.sampling.datalist import recorded_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +70,17 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _recorded_checkpoint(info: dict[str, Any]) -> Path | None:
+def _recorded_checkpoint(synthetic: str | Path, info: dict[str, Any]) -> Path | None:
     """The checkpoint named in the synthetic dataset.json, if it exists and its hash matches."""
-    from medgan.training.checkpoint import SIDECAR, resolve_checkpoint
-
-    path = info.get("checkpoint")
-    if not path or not Path(path).exists():
+    path = recorded_checkpoint(synthetic, info)
+    if path is None or not path.exists():
         return None
     folder = resolve_checkpoint(path)
-    digest = hashlib.sha256((folder / SIDECAR).read_bytes()).hexdigest()
+    digest = checkpoint_sha256(folder)
     if info.get("checkpoint_sha256") not in (None, digest):
         log.warning("%s: checkpoint changed since sampling; not used", folder)
         return None
     return folder
-
-
-#: ``dataset.json`` modality names written by ``medgan sample`` -> config modality.
-_MODALITY_OF_NAME = {"CT": "ct", "MR": "mr", "PET": "pet", "image": "none"}
 
 
 def _check_modality(config: MedganConfig, meta: dict[str, Any], dataset: dict[str, Any],
@@ -94,7 +92,7 @@ def _check_modality(config: MedganConfig, meta: dict[str, Any], dataset: dict[st
                           f"but the config is for {config.modality}; pass the generator's "
                           "training config")
     names = dataset.get("modality") if isinstance(dataset.get("modality"), dict) else {}
-    found = {_MODALITY_OF_NAME.get(str(n)) for n in names.values()} - {None}
+    found = {modality_of_name(str(n)) for n in names.values()} - {None}
     if len(found) == 1 and config.modality not in found:
         raise ConfigError(f"{Path(synthetic) / 'dataset.json'}: the synthetic samples are "
                           f"{found.pop()} but the config is for {config.modality}; pass the "
@@ -104,18 +102,16 @@ def _check_modality(config: MedganConfig, meta: dict[str, Any], dataset: dict[st
 def resolve_settings(synthetic: str | Path, checkpoint: str | Path | None = None,
                      config: MedganConfig | None = None) -> Settings:
     """Config and intensity mapping for comparing ``synthetic`` with the real data."""
-    from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
-
     dataset = _read_json(Path(synthetic) / "dataset.json")
     info = dataset.get("medgan", {}) or {}
     folder = resolve_checkpoint(checkpoint) if checkpoint is not None else None
     if folder is None and config is None:
-        folder = _recorded_checkpoint(info)
+        folder = _recorded_checkpoint(synthetic, info)
     meta: dict[str, Any] = read_sidecar(folder) if folder is not None else {}
     if config is None:
         if not meta:
             raise ConfigError(f"{synthetic}: cannot tell how the real patches were made; pass "
-                              "--checkpoint (the generator's) or --config (its training YAML)")
+                              "the generator's `checkpoint` or its training `config`")
         config = config_from_dict(meta["config"], source=str(folder))
     _check_modality(config, meta, dataset, synthetic, folder)
     if "intensity" in info:
@@ -124,19 +120,12 @@ def resolve_settings(synthetic: str | Path, checkpoint: str | Path | None = None
         intensity = IntensityMapping.from_dict(meta["intensity"])
     else:
         intensity = None
-    sha = None
-    if folder is not None:
-        from medgan.training.checkpoint import SIDECAR
-
-        sha = hashlib.sha256((folder / SIDECAR).read_bytes()).hexdigest()
+    sha = checkpoint_sha256(folder) if folder is not None else None
     return Settings(config, intensity, folder, sha, int(meta.get("seed", 0)))
 
 
 def read_synthetic(folder: str | Path, spatial_dims: int) -> SyntheticSet:
     """Read every pair listed in ``folder/dataset.json``; 2D patches lose their 1-slice axis."""
-    from medgan.data import load_datalist
-    from medgan.data.transforms import read_image
-
     folder = Path(folder)
     info = _read_json(folder / "dataset.json").get("medgan", {}) or {}
     cases = load_datalist(folder / "dataset.json")
@@ -162,8 +151,6 @@ def read_synthetic(folder: str | Path, spatial_dims: int) -> SyntheticSet:
 
 def real_bank(real: str | Path, settings: Settings, progress: bool = True) -> Any:
     """The real training patches (:class:`~medgan.data.PatchBank`) of ``real``."""
-    from medgan.data import build_patch_bank, load_datalist
-
     return build_patch_bank(load_datalist(real), settings.config, seed=settings.seed,
                             progress=progress)
 
@@ -188,5 +175,5 @@ def check_shapes(real_images: torch.Tensor, synthetic: SyntheticSet, source: str
         raise DataError(
             f"{source}: synthetic patches have shape {tuple(synthetic.images.shape[1:])} but "
             f"the real training patches {tuple(real_images.shape[1:])}; pass the generator's "
-            "--checkpoint or --config"
+            "`checkpoint` or `config`"
         )

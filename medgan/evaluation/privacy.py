@@ -1,7 +1,7 @@
 """``medgan evaluate privacy``: a memorisation audit of a synthetic dataset.
 
 For every synthetic patch the nearest real training patch is found by normalised
-cross-correlation of the image channels (:func:`~medgan.evaluation.memorisation.
+cross-correlation of the image channels (:func:`~medgan.similarity.
 nearest_real_patches`, over *all* training patches, lesion-free ones included); the SSIM of that
 pair is reported too. Samples whose NCC exceeds ``threshold`` are flagged as possible copies.
 
@@ -33,6 +33,8 @@ from medgan.evaluation.inputs import (
 )
 from medgan.evaluation.quality import describe
 from medgan.evaluation.report import write_report_files
+from medgan.similarity import nearest_real_patches
+from medgan.visualize import grid_array, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,6 @@ def real_reference_ncc(images: torch.Tensor, case_index: torch.Tensor, max_queri
     ``images`` (M, C, *P), ``case_index`` (M,); at most ``max_queries`` query patches, spread
     over the cases. Empty with a single case.
     """
-    from medgan.evaluation.memorisation import nearest_real_patches
-
     cases = torch.unique(case_index)
     if len(cases) < 2:
         return np.zeros(0, np.float32)
@@ -83,7 +83,6 @@ def save_closest_pairs(path: Path, synthetic: torch.Tensor, real: torch.Tensor,
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from medgan.visualize import grid_array, save_figure
 
     n = len(synthetic)
     fig, axes = plt.subplots(max(n, 1), 2, squeeze=False, figsize=(5.2, 2.5 * max(n, 1)),
@@ -110,8 +109,6 @@ def evaluate_privacy(
     Writes ``report.json``, ``report.md`` and ``closest_pairs.png`` (the ``n_show`` closest
     pairs) to ``out`` when given. Returns the report dict.
     """
-    from medgan.evaluation.memorisation import nearest_real_patches
-
     if not -1.0 <= threshold <= 1.0:
         raise ConfigError(f"--threshold must be a number in [-1, 1], not {threshold}")
     settings = resolve_settings(synthetic, checkpoint, config)

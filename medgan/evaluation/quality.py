@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from medgan.config import MedganConfig
-from medgan.evaluation.diversity import mean_pairwise_msssim, pairwise_msssim
 from medgan.evaluation.inputs import (
     check_shapes,
     read_synthetic,
@@ -39,6 +38,9 @@ from medgan.evaluation.inputs import (
     resolve_settings,
     to_model_space,
 )
+from medgan.evaluation.report import write_report_files
+from medgan.sampling import MaskPostprocess, load_generator
+from medgan.similarity import mean_pairwise_msssim, pairwise_msssim
 
 log = logging.getLogger(__name__)
 FRD_MISSING = "FRD: not computed (pip install 'medgan[frd]')"
@@ -166,7 +168,6 @@ def _generator_usable(checkpoint: Path | None, n: int, seed: int) -> dict[str, A
     """Share of raw generator draws whose mask survives default post-processing."""
     if checkpoint is None:
         return None
-    from medgan.sampling import MaskPostprocess, load_generator
 
     loaded = load_generator(checkpoint)
     post = MaskPostprocess()
@@ -240,8 +241,6 @@ def evaluate_quality(
                                                 syn.spacing_mm, seed=seed)
                      if frd else {"value": None, "note": "FRD: not requested"})
     if out is not None:
-        from medgan.evaluation.report import write_report_files
-
         write_report_files(Path(out), report, quality_markdown(report))
     return report
 

@@ -32,8 +32,13 @@ from tqdm.auto import tqdm
 
 from medgan._version import __version__
 from medgan.atomic import write_bytes_atomic, write_json_atomic
+from medgan.augment import RandSyntheticLesiond
 from medgan.config import MedganConfig, config_from_dict
+from medgan.data import load_case, load_datalist
+from medgan.devices import resolve_device
 from medgan.errors import ConfigError, DataError, OutputError
+from medgan.evaluation.baselines import RandCarveMixd, build_lesion_snippets
+from medgan.evaluation.report import write_reports
 from medgan.evaluation.segmentation_run import (
     ARMS,
     GAN_ARMS,
@@ -45,6 +50,7 @@ from medgan.evaluation.segmentation_run import (
     synthetic_pool,
 )
 from medgan.evaluation.splits import Split, make_split, parse_train_cases
+from medgan.sampling import load_generator
 
 log = logging.getLogger(__name__)
 PROTOCOL = "protocol.json"
@@ -121,8 +127,6 @@ def load_cases(data: str | Path, config: MedganConfig, progress: bool = True
                ) -> list[dict[str, Any]]:
     """Every case of ``data`` preprocessed with ``config`` (as in training): dicts with
     ``case_id``, ``image`` (C, X, Y, Z) in [-1, 1], ``label`` (1, X, Y, Z) uint8, ``spacing_mm``."""
-    from medgan.data import load_case, load_datalist
-
     cases = []
     for case in tqdm(load_datalist(data), desc="loading scans", unit="case",
                      disable=not progress, leave=False):
@@ -157,15 +161,11 @@ class _ArmFactory:
     def __call__(self, arm: str, seed: int) -> tuple[Any, Any]:
         keys = ("image", "label")
         if arm == "real+aug+insert":
-            from medgan.augment import RandSyntheticLesiond
-
             return RandSyntheticLesiond(keys, generator=self.generator, prob=self.settings.ratio,
                                         foreground_key="foreground"), None
         if arm == "real+aug+synthetic":
             return None, synthetic_pool(self.generator, self.settings, seed)
         if arm == "real+aug+carvemix":
-            from medgan.evaluation.baselines import RandCarveMixd, build_lesion_snippets
-
             if self._snippets is None:  # from this regime's training cases only
                 self._snippets = build_lesion_snippets(self.train_cases, self.spatial_dims)
                 if not self._snippets:
@@ -218,8 +218,6 @@ def evaluate_segmentation(
             is the fastest on a shared machine (a busy thread pool waits for cores) and gives
             the same numbers on any machine.
     """
-    from medgan.devices import resolve_device
-
     arms = _check_arms(arms, checkpoint, config)
     sizes = parse_train_cases(train_cases) if isinstance(train_cases, str) else list(train_cases)
     if seeds < 1:
@@ -231,8 +229,6 @@ def evaluate_segmentation(
     dev = resolve_device(device)
     generator = None
     if checkpoint is not None:
-        from medgan.sampling import load_generator
-
         generator = load_generator(checkpoint, device=dev)
     cfg = _resolve_config(generator, config)
     settings = _settings(fast, ratio, iterations, generator, cfg.spatial_dims)
@@ -289,8 +285,6 @@ def _check_channels(cases: Sequence[dict[str, Any]], generator: Any, data: str |
 def _run_all(out: Path, cases: list[dict[str, Any]], split: Split, arms: list[str], seeds: int,
              cfg: MedganConfig, settings: BenchmarkSettings, generator: Any, dev: torch.device,
              protocol: dict[str, Any], progress: bool) -> SegmentationResult:
-    from medgan.evaluation.report import write_reports
-
     by_id = {c["case_id"]: c for c in cases}
     test_cases = [by_id[cid] for cid in split.test]
     examples_at = example_slices(test_cases)

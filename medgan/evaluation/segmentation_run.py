@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from medgan.augment import SyntheticLesionDataset
+from medgan.data.intensity import BACKGROUND
 from medgan.evaluation.metrics import case_metrics
 
 ARMS = ("real", "real+aug", "real+aug+synthetic", "real+aug+insert", "real+aug+carvemix")
 REFERENCE_ARM = "real+aug"
 GAN_ARMS = ("real+aug+synthetic", "real+aug+insert")
-BACKGROUND = -1.0
 MAX_BACKGROUND_INDICES = 200_000
 MAX_SYNTHETIC_POOL = 4096
 CONTEXT = 2  # context crop = CONTEXT x patch size (room to place added lesions)
@@ -355,8 +356,6 @@ def run_one(
 def synthetic_pool(generator: Any, settings: BenchmarkSettings, seed: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthetic patches for arm 3a, fitted to the training patch size (model space)."""
-    from medgan.augment import SyntheticLesionDataset
-
     n = min(MAX_SYNTHETIC_POOL,
             max(1, math.ceil(settings.iterations * settings.batch_size * settings.ratio)))
     dataset = SyntheticLesionDataset(generator, num_samples=n, seed=seed, units="model")

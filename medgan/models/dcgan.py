@@ -18,18 +18,15 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from medgan.config import DISCRIMINATOR_NORMS, PATCH_SIZES
 from medgan.errors import ConfigError
-
-#: Patch edge lengths each rank supports (powers of two whose 4^d bottleneck fits in memory).
-ALLOWED_SIZES: dict[int, tuple[int, ...]] = {2: (32, 64, 128), 3: (32, 64)}
-DISCRIMINATOR_NORMS = ("batch", "instance", "none")
 
 
 def check_size(spatial_dims: int, size: int, name: str) -> int:
     """Validate ``spatial_dims`` and a patch ``size``; returns the number of 2x stages."""
-    if spatial_dims not in ALLOWED_SIZES:
+    if spatial_dims not in PATCH_SIZES:
         raise ConfigError(f"spatial_dims must be 2 or 3, not {spatial_dims!r}")
-    allowed = ALLOWED_SIZES[spatial_dims]
+    allowed = PATCH_SIZES[spatial_dims]
     if isinstance(size, bool) or size not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))} for "
                           f"spatial_dims={spatial_dims}, not {size!r}")

@@ -1,9 +1,10 @@
 """Load a trained generator from a checkpoint, with everything needed to use its output.
 
 A checkpoint carries its own config, intensity mapping and voxel spacing (see
-:func:`medgan.training.trainer.checkpoint_metadata`), so sampling needs nothing but its path.
-Loading goes through :func:`~medgan.training.checkpoint.read_sidecar`, which verifies every
-file's SHA-256 and refuses pickles; weights are read from safetensors only.
+:mod:`medgan.checkpoint.metadata`), so sampling needs nothing but its path. Loading goes through
+:func:`~medgan.checkpoint.read_sidecar`, which verifies every file's SHA-256 and refuses
+pickles; weights are read from safetensors only, into the network
+:func:`~medgan.checkpoint.build_generator` builds for the checkpoint's model kind.
 
 Every generated sample is identified by one integer seed: its latent vector is drawn on the CPU
 from ``torch.Generator().manual_seed(seed)``, so ``generate(1, seed=s)`` reproduces a sample on
@@ -13,7 +14,6 @@ any device. :func:`sample_seed` derives the seed of sample ``index`` of a run st
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,17 +23,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from medgan.checkpoint import (
+    SIDECAR,
+    CheckpointSpec,
+    build_generator,
+    checkpoint_sha256,
+    load_weights,
+    read_sidecar,
+    read_spec,
+    resolve_checkpoint,
+)
+from medgan.checkpoint.metadata import TRAINING_KEYS
 from medgan.data.intensity import IntensityMapping
 from medgan.devices import preferred_memory_format, resolve_device
 from medgan.errors import CheckpointError, ConfigError
-from medgan.training.checkpoint import SIDECAR, load_weights, read_sidecar, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
-#: Sidecar entries that only matter for resuming training (left out of ``metadata``).
-TRAINING_KEYS = ("training", "history")
-REQUIRED_KEYS = ("modality", "spatial_dims", "patch_size", "image_channels", "latent_dim",
-                 "spacing_mm", "intensity", "lesion_labels", "config")
 SEED_BITS = 53  # derived seeds stay exact in JSON readers that use doubles
 DECODE_CHUNK = 16  # latents per generator forward pass (fixed: see LoadedGenerator.decode)
 
@@ -50,7 +56,11 @@ def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
 
 @dataclass
 class LoadedGenerator:
-    """A generator in eval mode plus the checkpoint facts needed to interpret its output."""
+    """A generator in eval mode plus the checkpoint facts needed to interpret its output.
+
+    ``spec`` is the validated checkpoint description; ``metadata`` the raw sidecar entries
+    (without the training state).
+    """
 
     generator: torch.nn.Module = field(repr=False)
     metadata: dict[str, Any] = field(repr=False)
@@ -58,20 +68,30 @@ class LoadedGenerator:
     checkpoint_sha256: str
     device: torch.device
     use_ema: bool = True
+    spec: CheckpointSpec | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.spec is None:
+            self.spec = read_spec(self.metadata, self.checkpoint_path)
 
     # ---- checkpoint facts ----
     @property
+    def config(self) -> Any:
+        """The :class:`~medgan.config.MedganConfig` the generator was trained with."""
+        return self.spec.config
+
+    @property
     def modality(self) -> str:
-        return str(self.metadata["modality"])
+        return self.spec.modality
 
     @property
     def spatial_dims(self) -> int:
-        return int(self.metadata["spatial_dims"])
+        return self.spec.spatial_dims
 
     @property
     def patch_size(self) -> int:
         """Patch edge length in voxels."""
-        return int(self.metadata["patch_size"])
+        return self.spec.patch_size
 
     @property
     def patch_shape(self) -> tuple[int, ...]:
@@ -80,26 +100,25 @@ class LoadedGenerator:
 
     @property
     def image_channels(self) -> int:
-        return int(self.metadata["image_channels"])
+        return self.spec.image_channels
 
     @property
     def latent_dim(self) -> int:
-        return int(self.metadata["latent_dim"])
+        return self.spec.latent_dim
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         """Voxel spacing (x, y, z) in mm of the training patches."""
-        x, y, z = (float(s) for s in self.metadata["spacing_mm"])
-        return x, y, z
+        return self.spec.spacing_mm
 
     @property
     def intensity(self) -> IntensityMapping:
         """Map between model space [-1, 1] and physical units (HU, SUV, MR scale)."""
-        return IntensityMapping.from_dict(self.metadata["intensity"])
+        return IntensityMapping.from_dict(self.spec.intensity)
 
     @property
     def lesion_labels(self) -> list[int]:
-        return [int(v) for v in self.metadata["lesion_labels"]]
+        return list(self.spec.lesion_labels)
 
     # ---- generation ----
     def latents(self, seeds: Sequence[int]) -> torch.Tensor:
@@ -162,18 +181,6 @@ class LoadedGenerator:
         return torch.cat(parts) if parts else self.decode(z, output_device=output_device)
 
 
-def _check_sidecar(meta: dict[str, Any], sidecar: Path) -> None:
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise CheckpointError(f"{sidecar}: missing {', '.join(missing)}; not a generator "
-                              "checkpoint written by medgan train")
-    spacing = meta["spacing_mm"]
-    if not (isinstance(spacing, list) and len(spacing) == 3 and all(
-            isinstance(s, int | float) and s > 0 for s in spacing)):
-        raise CheckpointError(f"{sidecar}: spacing_mm must be three positive numbers, "
-                              f"not {spacing!r}")
-
-
 def _weights_stem(meta: dict[str, Any], folder: Path, use_ema: bool) -> str:
     if not use_ema:
         return "generator"
@@ -198,17 +205,14 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
     Raises:
         CheckpointError: missing, tampered, pickled or incompatible checkpoint.
     """
-    from medgan.config import config_from_dict
-    from medgan.training.state import build_generator
-
     folder = resolve_checkpoint(path)
     meta = read_sidecar(folder)  # verifies hashes and format_version, refuses pickles
     sidecar = folder / SIDECAR
-    _check_sidecar(meta, sidecar)
-    config = config_from_dict(meta["config"], source=str(sidecar))
+    spec = read_spec(meta, sidecar)
+    config = spec.config
     dev = resolve_device(device)
     stem = _weights_stem(meta, folder, use_ema)
-    net = build_generator(config, int(meta["image_channels"]))
+    net = build_generator(config, spec.image_channels)
     try:
         net.load_state_dict(load_weights(folder, stem, "cpu"))
     except RuntimeError as err:
@@ -219,6 +223,6 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
     net.to(dev, memory_format=layout).eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    digest = hashlib.sha256(sidecar.read_bytes()).hexdigest()
     public = {k: v for k, v in meta.items() if k not in TRAINING_KEYS}
-    return LoadedGenerator(net, public, folder, digest, dev, use_ema=stem == "generator_ema")
+    return LoadedGenerator(net, public, folder, checkpoint_sha256(folder), dev,
+                           use_ema=stem == "generator_ema", spec=spec)

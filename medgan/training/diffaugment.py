@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from medgan.config import DIFFAUGMENT_POLICIES
 from medgan.errors import ConfigError
 
-DIFFAUGMENT_POLICIES = ("translation", "cutout", "brightness", "contrast")
 BACKGROUND = -1.0  # image background and "no lesion" in model space
 
 

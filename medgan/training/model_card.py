@@ -15,7 +15,7 @@ sets.
 
 | field | value |
 |---|---|
-| model | DCGAN ({dims}D), joint lesion image + mask generator |
+| model | {kind} ({dims}D), joint lesion image + mask generator |
 | modality | {modality} ({units}) |
 | image channels | {channels} (+ 1 mask channel) |
 | patch size | {patch} voxels at {spacing} mm |
@@ -49,7 +49,22 @@ patients with `medgan evaluate privacy` before sharing samples.
   configuration and the SHA-256 of every file.
 - `samples/final.png`: samples from a fixed noise batch (mask outline in red).
 - `loss_curves.png`, `tensorboard/`: training curves.
+
+## Training cases
+The generator saw these cases and no others (SHA-256 of the first image file and of the label;
+`checkpoint.json` lists every file). A benchmark must not test on them.
+
+{cases}
 """
+
+
+def _cases_table(cases: list[dict[str, Any]]) -> str:
+    rows = ["| case | image SHA-256 | label SHA-256 |", "|---|---|---|"]
+    for case in cases:
+        images = case.get("images") or [{}]
+        rows.append(f"| {case['id']} | `{str(images[0].get('sha256', ''))[:16]}` | "
+                    f"`{str(case.get('label', {}).get('sha256', ''))[:16]}` |")
+    return "\n".join(rows)
 
 
 def _stabilisers(config: dict[str, Any]) -> str:
@@ -74,14 +89,15 @@ def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
                      history: dict[str, list[tuple[int, float]]], steps: int,
                      images_per_s: float) -> Path:
     """Fill the template from checkpoint metadata; written to the run and checkpoint folders."""
-    intensity = meta["intensity"]
+    intensity, config = meta["intensity"], meta["config"]
     losses = ", ".join(f"{k} {v[-1][1]:.3f}" for k, v in history.items()
                        if k.startswith("loss") and v) or "n/a"
     diversity = history.get("diversity_msssim")
     text = TEMPLATE.format(
-        name=meta["config"].get("name", "medgan"), dims=meta["spatial_dims"],
-        modality=meta["modality"], units=intensity["units"], channels=meta["image_channels"],
-        patch=meta["patch_size"], spacing=" x ".join(f"{s:g}" for s in meta["spacing_mm"]),
+        name=config.get("name", "medgan"), kind=config["model"].get("kind", "dcgan").upper(),
+        dims=config["spatial_dims"], modality=config["modality"], units=intensity["units"],
+        channels=meta["image_channels"], patch=config["data"]["patch_size"],
+        spacing=" x ".join(f"{s:g}" for s in meta["spacing_mm"]),
         labels=meta["lesion_labels"], low=", ".join(f"{x:g}" for x in intensity["low"]),
         high=", ".join(f"{x:g}" for x in intensity["high"]), n_cases=meta["n_cases"],
         n_patches=meta["n_patches"], n_lesion=meta["n_lesion_patches"],
@@ -89,7 +105,7 @@ def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
         diversity=f"{diversity[-1][1]:.3f}" if diversity else "n/a", ips=images_per_s,
         checkpoint=checkpoint, checkpoint_name=checkpoint.name, seed=meta.get("seed"),
         stabilisers=_stabilisers(meta["config"]),
-        version=meta["medgan_version"],
+        version=meta["medgan_version"], cases=_cases_table(meta.get("training_cases") or []),
     )
     path = run_dir / "MODEL_CARD.md"
     write_text_atomic(path, text)

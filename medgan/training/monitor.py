@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ from tqdm.auto import tqdm
 
 from medgan.atomic import write_text_atomic
 from medgan.config import MedganConfig
+from medgan.distributed import DistInfo
 from medgan.errors import TrainingDivergedError
-from medgan.evaluation.diversity import mean_pairwise_msssim
-from medgan.training.distributed import DistInfo
+from medgan.similarity import mean_pairwise_msssim
 from medgan.training.model_card import write_model_card
 from medgan.training.state import TrainState
 from medgan.visualize import save_curves, save_grid
@@ -29,6 +30,18 @@ from medgan.visualize import save_curves, save_grid
 log = logging.getLogger(__name__)
 FIXED_SAMPLES = 64
 COLLAPSE_SAMPLES = 24
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-to-completion) run produced."""
+
+    run_dir: Path
+    checkpoint: Path
+    steps: int
+    images_per_s: float
+    losses: dict[str, float] = field(default_factory=dict)
+    grid: Path | None = None
 
 
 class Monitor:
@@ -50,7 +63,7 @@ class Monitor:
         self.bar = None
         dev = state.device
         g = torch.Generator().manual_seed(int(meta["seed"]) + 1)
-        latent = meta["latent_dim"]
+        latent = config.model.latent_dim
         self.fixed_z = torch.randn(FIXED_SAMPLES, latent, generator=g).to(dev)
         self._reset_window()
         self.bad = torch.zeros((), dtype=torch.bool, device=dev)
@@ -173,15 +186,15 @@ class Monitor:
             self.last_saved_step = self.state.step
             return None
         self._raise_if_diverged()
-        sidecar = {**self.meta, "history": self.history, "images_per_s": self.images_per_s}
-        self.last_checkpoint = self.state.checkpoint(self.checkpoint_dir, sidecar, rng_states)
+        sidecar = {**self.meta, "history": self.history}
+        stats = {"images_per_s": self.images_per_s}  # kept out of the hashed sidecar
+        self.last_checkpoint = self.state.checkpoint(self.checkpoint_dir, sidecar, rng_states,
+                                                     stats=stats)
         self.last_saved_step = self.state.step  # after the write: an interrupted one is redone
         return self.last_checkpoint
 
-    def finish(self):
-        """Final checkpoint, grid, loss curves and model card; returns a ``TrainResult``."""
-        from medgan.training.trainer import TrainResult
-
+    def finish(self) -> TrainResult:
+        """Final checkpoint, grid, loss curves and model card."""
         self._raise_if_diverged()
         losses = {k: v[-1][1] for k, v in self.history.items() if v}
         if not self.enabled:

@@ -15,30 +15,20 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from medgan.config import MedganConfig
-from medgan.models import Discriminator, Generator
-from medgan.training.checkpoint import (
+from medgan.checkpoint import (
+    build_discriminator,
+    build_generator,
     load_weights,
     optimizer_from_tensors,
     optimizer_to_tensors,
     read_sidecar,
     save_checkpoint,
 )
-from medgan.training.distributed import unwrap
+from medgan.config import MedganConfig
+from medgan.distributed import unwrap
+from medgan.models import Discriminator, Generator
 
 log = logging.getLogger(__name__)
-
-
-def build_generator(config: MedganConfig, image_channels: int) -> Generator:
-    return Generator(config.spatial_dims, config.data.patch_size, image_channels=image_channels,
-                     latent_dim=config.model.latent_dim, ngf=config.model.ngf)
-
-
-def build_discriminator(config: MedganConfig, image_channels: int) -> Discriminator:
-    m = config.model
-    return Discriminator(config.spatial_dims, config.data.patch_size, image_channels + 1,
-                         ndf=m.ndf, norm=m.d_norm, spectral_norm=m.spectral_norm,
-                         minibatch_std=m.minibatch_std, dropout=m.d_dropout)
 
 
 @dataclass
@@ -166,11 +156,13 @@ class TrainState:
         return tensors, {"opt_g": groups_g, "opt_d": groups_d, "scaler": scaler}
 
     def checkpoint(self, checkpoint_dir: Path, sidecar: dict[str, Any],
-                   rng_states: list[dict[str, torch.Tensor]] | None = None) -> Path:
+                   rng_states: list[dict[str, torch.Tensor]] | None = None,
+                   stats: dict[str, Any] | None = None) -> Path:
         """Write a full checkpoint (weights, EMA, optimisers, RNGs) for ``self.step``.
 
         ``rng_states`` holds every rank's :meth:`rng_state` under torchrun (rank order), so that
-        each rank resumes its own random stream; None = this process's only.
+        each rank resumes its own random stream; None = this process's only. ``stats``
+        (timings) are stored outside the hashed sidecar.
         """
         tensors, extra = self._training_tensors(rng_states)
         weights = {"generator": unwrap(self.generator).state_dict(),
@@ -180,7 +172,7 @@ class TrainState:
             self.calibrate_ema()
             weights["generator_ema"] = self.ema.module.state_dict()
         return save_checkpoint(checkpoint_dir, self.step, weights,
-                               {**sidecar, "training": extra})
+                               {**sidecar, "training": extra}, stats=stats)
 
     def restore(self, folder: Path, rank: int = 0) -> dict[str, Any]:
         """Load a checkpoint written by :meth:`checkpoint`; returns its sidecar.

@@ -11,71 +11,39 @@ good checkpoint.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medgan._version import __version__
-from medgan.config import MedganConfig, save_config
+from medgan import distributed
+from medgan.checkpoint import build_metadata
+from medgan.config import MedganConfig, config_from_dict, save_config
 from medgan.data import PatchBank, build_patch_bank, load_datalist
+from medgan.datasets import bundled_datalist_path
 from medgan.devices import preferred_memory_format, resolve_device
-from medgan.errors import CheckpointError, ConfigError, OutputError
-from medgan.training import distributed
+from medgan.errors import ConfigError
+from medgan.runs import CONFIG_FILE, RunPlan, create_run_dir, plan_run
 from medgan.training.batches import PatchSampler
-from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
 from medgan.training.diffaugment import diff_augment
 from medgan.training.losses import discriminator_loss, generator_loss, gradient_penalty
-from medgan.training.monitor import Monitor
+from medgan.training.monitor import Monitor, TrainResult
 from medgan.training.state import TrainState, amp_dtype
 
 log = logging.getLogger(__name__)
-FIXED_SAMPLES = 64
 
-
-@dataclass
-class TrainResult:
-    """What a finished (or resumed-to-completion) run produced."""
-
-    run_dir: Path
-    checkpoint: Path
-    steps: int
-    images_per_s: float
-    losses: dict[str, float] = field(default_factory=dict)
-    grid: Path | None = None
-
-
-def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    if resume:
-        if not run_dir.is_dir():
-            raise CheckpointError(f"{run_dir}: --resume given but the run folder does not exist")
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise OutputError(
-            f"{run_dir}: run folder already exists and is not empty; pass --resume to continue "
-            "that run or choose another --out"
-        )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise OutputError(f"{run_dir}: cannot write to the run folder ({err.strerror})") from None
+__all__ = ["TrainResult", "checkpoint_metadata", "train", "train_loop"]
 
 
 def _data_source(config: MedganConfig, data: str | Path | None) -> Path:
     """The datalist to train on: ``data``, or the bundled sample of the config's modality."""
     if data is not None:
         return Path(data).resolve()
-    from medgan.datasets import sample_datalist_path
 
     if config.modality == "none":
-        raise ConfigError("modality 'none' has no bundled sample; pass --data DATALIST")
-    return sample_datalist_path(config.modality)
+        raise ConfigError("modality 'none' has no bundled sample; pass a datalist", param="data")
+    return bundled_datalist_path(config.modality)
 
 
 def _load_bank(config: MedganConfig, data: Path, run_dir: Path, seed: int,
@@ -91,54 +59,43 @@ def _load_bank(config: MedganConfig, data: Path, run_dir: Path, seed: int,
 
 def checkpoint_metadata(config: MedganConfig, bank: PatchBank, seed: int,
                         data_source: str | Path = "", world_size: int = 1) -> dict[str, Any]:
-    """Everything sampling needs besides the weights (recorded in every checkpoint).
+    """The model description every checkpoint of this run records (see
+    :func:`medgan.checkpoint.build_metadata`), from the config and the patch bank."""
+    return build_metadata(
+        config, image_channels=bank.image_channels, spacing_mm=bank.spacing_mm,
+        intensity=bank.intensity.to_dict(), training_cases=bank.case_records, seed=seed,
+        data_source=data_source, data_fingerprint=bank.fingerprint, n_patches=len(bank),
+        n_lesion_patches=int(bank.has_lesion.sum()), world_size=world_size)
 
-    ``world_size`` is the number of training processes (torchrun), each with
-    ``train.batch_size`` patches per step.
+
+def resolve_run_config(plan: RunPlan, config: MedganConfig | None,
+                       overrides: dict[str, Any] | None) -> MedganConfig:
+    """The config a run trains with.
+
+    A new run uses ``config``. A resumed run uses its own saved config; ``config`` (or
+    ``overrides``, dotted ``train.*`` keys such as ``{"train.steps": 3000}``) may change only
+    ``train.*`` settings.
     """
-    return {
-        "config": config.to_dict(), "seed": seed, "data_source": str(data_source),
-        "modality": config.modality,
-        "spatial_dims": config.spatial_dims, "patch_size": config.data.patch_size,
-        "image_channels": bank.image_channels, "latent_dim": config.model.latent_dim,
-        "spacing_mm": list(bank.spacing_mm), "intensity": bank.intensity.to_dict(),
-        "lesion_labels": config.data.lesion_labels, "data_fingerprint": bank.fingerprint,
-        "n_cases": len(bank.case_ids), "n_patches": len(bank),
-        "n_lesion_patches": int(bank.has_lesion.sum()), "medgan_version": __version__,
-        "world_size": world_size,
-    }
-
-
-def _resume_config(run_dir: Path, config: MedganConfig | None, overrides: dict[str, Any] | None
-                   ) -> tuple[MedganConfig, Path, dict[str, Any]]:
-    """The config to resume with, the checkpoint folder and its sidecar.
-
-    Without ``config`` the run's own config is used, with ``overrides`` (dotted ``train.*``
-    keys, e.g. ``{"train.steps": 3000}``) applied.
-    """
-    folder = resolve_checkpoint(run_dir)
-    meta = read_sidecar(folder)
-    from medgan.config import config_from_dict
-
-    source = str(folder / "checkpoint.json")
-    saved = config_from_dict(meta["config"], source=source)
-    if config is None and overrides:
-        bad = [k for k in overrides if not k.startswith("train.")]
+    if not plan.resume:
+        if config is None:
+            raise ConfigError("a config is required for a new run", param="config")
+        return config
+    source = str(plan.checkpoint / "checkpoint.json" if plan.checkpoint
+                 else plan.run_dir / CONFIG_FILE)
+    saved = config_from_dict(plan.saved or {}, source=source)
+    if config is None:
+        bad = [k for k in overrides or {} if not k.startswith("train.")]
         if bad:
-            raise ConfigError(f"{bad[0]}: only train.* settings may change on resume")
-        data = saved.to_dict()
-        for key, value in overrides.items():
-            data["train"][key.split(".", 1)[1]] = value
-        saved = config_from_dict(data, source="--set/--steps")
-    if config is not None:
-        if config.model != saved.model or config.data != saved.data or \
-                config.modality != saved.modality or config.spatial_dims != saved.spatial_dims:
-            raise ConfigError(
-                f"{run_dir}: --config changes the model, data or modality of the run being "
-                "resumed; only train.* settings (e.g. train.steps) may change on resume"
-            )
-        saved = saved.model_copy(update={"train": config.train})
-    return saved, folder, meta
+            raise ConfigError(f"{bad[0]}: only train.* settings may change on resume",
+                              param="overrides")
+        return config_from_dict(saved.to_dict(), source=source, overrides=overrides)
+    if config.model != saved.model or config.data != saved.data or \
+            config.modality != saved.modality or config.spatial_dims != saved.spatial_dims:
+        raise ConfigError(
+            f"{plan.run_dir}: the config changes the model, data or modality of the run being "
+            "resumed; only train.* settings (e.g. train.steps) may change on resume",
+            param="config")
+    return saved.model_copy(update={"train": config.train})
 
 
 def train(
@@ -149,33 +106,36 @@ def train(
     """Train a DCGAN on lesion-centred patches; write checkpoints, grids and logs to ``out``.
 
     Under ``torchrun`` every process calls this; they train together (see
-    :mod:`medgan.training.distributed`) and only rank 0 writes files.
+    :mod:`medgan.distributed`) and only rank 0 writes files.
 
     Args:
         config: validated config; may be None with ``resume`` (the run's own config is used).
         data: datalist (decathlon JSON, imagesTr/labelsTr folder, DICOM folders); None = the
             bundled sarcoma sample of ``config.modality``.
-        out: run folder; must be new or empty unless ``resume``.
+        out: run folder; must be new or empty unless ``resume``. Nothing is created in it
+            until the data have loaded.
         resume: continue from the run's latest checkpoint with identical optimiser/RNG state;
-            the run's own seed and (when ``data`` is None) its own datalist are used.
+            the run's own seed and (when ``data`` is None) its own datalist are used. A run
+            with no checkpoint yet starts again from step 0 (its patch cache is reused).
         device: "auto", "cpu" or "cuda" (under torchrun, CUDA means the local rank's GPU).
         seed: seed for weights, patch extraction, noise and augmentation (rank ``r`` draws its
             noise and minibatches from ``seed + r``).
         overrides: with ``resume`` and no ``config``: dotted ``train.*`` changes.
     """
-    run_dir = Path(out)
+    plan = plan_run(out, resume)
+    run_dir = plan.run_dir
     dist = distributed.setup(resolve_device(device))
-    dist.on_main(lambda: _prepare_run_dir(run_dir, resume))
-    resume_from = None
-    if resume:
-        config, resume_from, old_meta = _resume_config(run_dir, config, overrides)
-        if int(old_meta.get("seed", seed)) != seed and dist.is_main:
-            log.info("resuming with the run's own seed %s", old_meta["seed"])
-        seed = int(old_meta.get("seed", seed))
-        if data is None and old_meta.get("data_source"):
-            data = old_meta["data_source"]
-    if config is None:
-        raise ConfigError("a --config is required unless --resume is given")
+    config = resolve_run_config(plan, config, overrides)
+    if plan.resume:
+        record = plan.record or {}
+        if "seed" in record and int(record["seed"]) != seed and dist.is_main:
+            log.info("resuming with the run's own seed %s", record["seed"])
+        seed = int(record.get("seed", seed))
+        if data is None and record.get("data_source"):
+            data = record["data_source"]
+        if plan.restarts and dist.is_main:
+            log.warning("%s has no checkpoint yet: training starts again from step 0 (the "
+                        "patch cache is reused when it matches)", run_dir)
     if config.train.sync_batchnorm and dist.active and dist.device.type != "cuda":
         raise ConfigError("train.sync_batchnorm needs one CUDA GPU per process; PyTorch's "
                           "SyncBatchNorm does not run on the CPU. Set it to false for CPU runs")
@@ -183,21 +143,22 @@ def train(
     # rank 0 builds (and caches) the bank first; the others then load its cache
     bank = dist.main_first(lambda main: _load_bank(config, source, run_dir, seed, skip_bad,
                                                    progress and main, write_cache=main))
-    if dist.is_main and not resume:  # after the data loaded: bad input leaves --out empty
-        save_config(config, run_dir / "config.yaml")
+    if dist.is_main and not plan.resume:  # after the data loaded: bad input leaves no folder
+        create_run_dir(run_dir, seed, source)
+        save_config(config, run_dir / CONFIG_FILE)
     state = TrainState.create(config, bank.image_channels, dist.device, seed + dist.rank)
     meta = checkpoint_metadata(config, bank, seed, source, dist.world_size)
     history: dict[str, list[tuple[int, float]]] = {}
-    if resume_from is not None:
-        old = state.restore(resume_from, rank=dist.rank)
+    if plan.checkpoint is not None:
+        old = state.restore(plan.checkpoint, rank=dist.rank)
         history = {k: [tuple(x) for x in v] for k, v in old.get("history", {}).items()}
         if old["data_fingerprint"] != bank.fingerprint and dist.is_main:
             log.warning("the data differ from those the run started with (fingerprint changed)")
-        log.info("resumed from %s at step %d", resume_from, state.step)
+        log.info("resumed from %s at step %d", plan.checkpoint, state.step)
     prepare_models(config, state, dist)
     sampler = make_sampler(config, state, bank, dist)
     monitor = Monitor(run_dir, config, meta, state, history, dist=dist, progress=progress)
-    monitor.last_checkpoint = resume_from  # the last good one until a new one is written
+    monitor.last_checkpoint = plan.checkpoint  # the last good one until a new one is written
     try:
         train_loop(config, state, sampler, monitor, dist)
     except KeyboardInterrupt:
@@ -293,8 +254,3 @@ def train_loop(config: MedganConfig, state: TrainState, sampler: PatchSampler, m
             state.update_ema(t.ema_decay)
         state.step += 1
         monitor.after_step(loss_d.detach(), loss_g.detach(), d_real.detach(), d_fake.detach())
-
-
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The resolved config a run was started with (from its latest checkpoint)."""
-    return json.loads((resolve_checkpoint(run_dir) / "checkpoint.json").read_text())["config"]

@@ -12,7 +12,7 @@ import torch
 from medgan.config import config_from_dict
 from medgan.data import build_patch_bank, load_datalist
 from medgan.errors import CheckpointError
-from medgan.evaluation.memorisation import nearest_real_patches
+from medgan.similarity import nearest_real_patches
 from medgan.sampling import load_generator, sample
 
 

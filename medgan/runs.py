@@ -1,0 +1,99 @@
+"""Run folders of ``medgan train``: may this folder be started or resumed, and from where?
+
+Checked before anything heavy loads and before anything is written, so a wrong ``out`` is
+reported at once and a failed start leaves no folder behind. A run folder holds::
+
+    config.yaml     the resolved config (written once the data have loaded)
+    run.json        seed and datalist of the run (so a resume needs neither)
+    checkpoints/    see medgan.checkpoint
+    cache/          the patch cache
+
+A folder with ``config.yaml`` but no checkpoint yet (a run killed before its first checkpoint)
+resumes from step 0, reusing its patch cache when it still matches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medgan.atomic import write_json_atomic
+from medgan.checkpoint.files import read_sidecar, resolve_checkpoint
+from medgan.config import read_config_file
+from medgan.errors import CheckpointError, OutputError
+
+CONFIG_FILE = "config.yaml"
+RUN_RECORD = "run.json"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Where a training run starts.
+
+    ``checkpoint`` is the folder to resume from (None: step 0); ``saved`` is the config dict
+    the run was started with (resume only) and ``record`` its seed and datalist.
+    """
+
+    run_dir: Path
+    resume: bool
+    checkpoint: Path | None = None
+    saved: dict[str, Any] | None = None
+    record: dict[str, Any] | None = None
+
+    @property
+    def restarts(self) -> bool:
+        """Resuming a run that wrote no checkpoint yet: it starts again from step 0."""
+        return self.resume and self.checkpoint is None
+
+
+def plan_run(out: str | Path, resume: bool) -> RunPlan:
+    """Validate ``out`` for a new run or a resume; writes nothing."""
+    run_dir = Path(out)
+    if not resume:
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise OutputError(f"{run_dir}: run folder already exists and is not empty; pass "
+                              "`resume` to continue that run or choose another `out`")
+        _check_writable(run_dir)
+        return RunPlan(run_dir, resume=False)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: cannot resume: the run folder does not exist")
+    record = read_run_record(run_dir)
+    try:
+        folder = resolve_checkpoint(run_dir)
+    except CheckpointError:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{run_dir}: cannot resume: no medgan checkpoint and no "
+                                  f"{CONFIG_FILE} here (not a medgan run folder)") from None
+        return RunPlan(run_dir, True, None, read_config_file(run_dir / CONFIG_FILE), record)
+    meta = read_sidecar(folder)
+    record = {"seed": meta.get("seed"), "data_source": meta.get("data_source"), **record}
+    return RunPlan(run_dir, True, folder, meta["config"], record)
+
+
+def _check_writable(run_dir: Path) -> None:
+    parent = run_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{run_dir}: cannot create the run folder ({parent} is not writable)")
+
+
+def create_run_dir(run_dir: Path, seed: int, data_source: str | Path) -> None:
+    """Make the folder and record the run's seed and datalist (after the data loaded)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / RUN_RECORD, {"seed": seed, "data_source": str(data_source)})
+    except OSError as err:
+        raise OutputError(f"{run_dir}: cannot write to the run folder ({err.strerror})") from None
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` of a run folder, or {} when there is none (runs of medgan 0.1)."""
+    try:
+        data = json.loads((run_dir / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else {}
