@@ -22,7 +22,7 @@ from plain_dcgan import PlainDCGAN
 
 from medgan.config import MedganConfig
 from medgan.data import PatchBank
-from medgan.training.distributed import DistInfo
+from medgan.distributed import DistInfo
 from medgan.training.monitor import Monitor
 from medgan.training.state import TrainState
 from medgan.training.trainer import checkpoint_metadata, make_sampler, prepare_models, train_loop

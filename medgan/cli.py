@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -23,6 +24,19 @@ from medgan.errors import MedganError, OutputError
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+#: Library parameter names -> the flags that set them (library errors name parameters).
+FLAGS = {"overrides": "--set", "real_datalist": "--real-data", "n": "--n",
+         "postprocess": "--min-lesion-voxels"}
+
+
+def _flag(param: str) -> str:
+    return FLAGS.get(param, "--" + param.replace("_", "-"))
+
+
+def user_message(err: MedganError) -> str:
+    """A library error as the CLI user should read it: parameters spelt as flags."""
+    text = err.shown_as(_flag(err.param)) if err.param else err.message
+    return re.sub(r"`([a-z_]+)`", lambda m: _flag(m.group(1)), text)
 
 
 class _Group(click.Group):
@@ -37,7 +51,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MedganError as err:
-            click.echo(f"Error: {err}", err=True)
+            click.echo(f"Error: {user_message(err)}", err=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt as err:
             code = err.args[0] if err.args and isinstance(err.args[0], int) else 130
@@ -206,30 +220,42 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
     Runs under torchrun for several GPUs/processes: torchrun --nproc-per-node N -m medgan train.
     """
     from medgan.config import load_config
+    from medgan.runs import plan_run, resolve_run_config
 
     values = _parse_overrides(overrides)
     if steps is not None:
         values["train.steps"] = steps
     if compile_models:
         values["train.compile"] = True
-    if config_path is None and not resume:
-        raise click.UsageError("--config is required (unless --resume continues a run)")
+    # everything a user can get wrong is checked here, before torch loads
+    plan = plan_run(out, resume)
     config = load_config(config_path, values) if config_path is not None else None
+    config = resolve_run_config(plan, config, values if config is None else None)
+    if data is not None:
+        _check_datalist(data, skip_bad)
     if dry_run:
         import yaml
 
-        click.echo(yaml.safe_dump(config.to_dict() if config else {}, sort_keys=False))
+        click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False))
         return
-    from medgan.training.trainer import train
+    from medgan.training import train
 
-    result = train(config, data=data, out=out, resume=resume, device=device, seed=seed,
-                   skip_bad=skip_bad, progress=progress,
-                   overrides=values if config is None else None)
+    result = train(config if config_path is not None else None, data=data, out=out,
+                   resume=resume, device=device, seed=seed, skip_bad=skip_bad,
+                   progress=progress, overrides=values if config_path is None else None)
     if result.grid is not None:
         click.echo(f"trained {result.steps} steps ({result.images_per_s:.1f} images/s)")
         click.echo(f"checkpoint: {result.checkpoint}")
         click.echo(f"samples:    {result.grid}")
         click.echo(f"model card: {result.run_dir / 'MODEL_CARD.md'}")
+
+
+def _check_datalist(data: Path, skip_bad: bool = False) -> None:
+    """Read the datalist (file paths and pairs only; torch-free) so that a wrong ``--data``
+    is reported before anything heavy loads."""
+    from medgan.data.datalist import load_datalist
+
+    load_datalist(data, [] if skip_bad else None)
 
 
 @main.command("sample")
@@ -269,6 +295,16 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
     """
     if max_similarity is not None and real_data is None:
         raise click.UsageError("--max-similarity needs --real-data (the real training data)")
+    # checked before torch loads: the checkpoint, the output folder, the real datalist
+    from medgan.checkpoint.files import read_sidecar, resolve_checkpoint
+    from medgan.checkpoint.metadata import read_spec
+    from medgan.sampling.output import prepare_out
+
+    folder = resolve_checkpoint(checkpoint)
+    read_spec(read_sidecar(folder), folder)
+    prepare_out(out, overwrite)
+    if real_data is not None:
+        _check_datalist(real_data)
     from medgan.sampling import MaskPostprocess, sample
 
     result = sample(checkpoint, n, out, seed=seed, batch_size=batch_size, device=device,
@@ -285,7 +321,7 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
 
 
 # ---- medgan evaluate: segmentation benchmark, sample quality, memorisation audit ----
-ARM_NAMES = ("real", "real+aug", "real+aug+synthetic", "real+aug+insert", "real+aug+carvemix")
+from medgan.evaluation.arms import ARMS as ARM_NAMES  # noqa: E402  (torch-free constants)
 
 
 def _eval_config(config_path: Path | None) -> Any:
@@ -366,6 +402,11 @@ def evaluate_segmentation_cmd(data: Path, checkpoint: Path | None, config_path: 
     real+aug+synthetic (extra GAN patches), real+aug+insert (GAN lesions pasted into real
     patches), real+aug+carvemix (real lesions copied between training patients).
     """
+    _check_datalist(data)  # before torch loads
+    if checkpoint is not None:
+        from medgan.checkpoint.files import resolve_checkpoint
+
+        resolve_checkpoint(checkpoint)
     from medgan.evaluation import evaluate_segmentation
 
     result = evaluate_segmentation(

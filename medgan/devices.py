@@ -31,9 +31,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"--device must be auto, cpu or cuda, not {device!r}") from None
+        raise ConfigError(f"`device` must be auto, cpu or cuda, not {device!r}") from None
     if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, not {device!r}")
+        raise ConfigError(f"`device` must be auto, cpu or cuda, not {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but no CUDA GPU is available")
+        raise ConfigError("`device` cuda was requested but no CUDA GPU is available")
     return dev

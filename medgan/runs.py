@@ -22,8 +22,8 @@ from typing import Any
 
 from medgan.atomic import write_json_atomic
 from medgan.checkpoint.files import read_sidecar, resolve_checkpoint
-from medgan.config import read_config_file
-from medgan.errors import CheckpointError, OutputError
+from medgan.config import MedganConfig, config_from_dict, read_config_file
+from medgan.errors import CheckpointError, ConfigError, OutputError
 
 CONFIG_FILE = "config.yaml"
 RUN_RECORD = "run.json"
@@ -97,3 +97,33 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else {}
+
+
+def resolve_run_config(plan: RunPlan, config: MedganConfig | None,
+                       overrides: dict[str, Any] | None) -> MedganConfig:
+    """The config a run trains with.
+
+    A new run uses ``config``. A resumed run uses its own saved config; ``config`` (or
+    ``overrides``, dotted ``train.*`` keys such as ``{"train.steps": 3000}``) may change only
+    ``train.*`` settings.
+    """
+    if not plan.resume:
+        if config is None:
+            raise ConfigError("a config is required for a new run", param="config")
+        return config
+    source = str(plan.checkpoint / "checkpoint.json" if plan.checkpoint
+                 else plan.run_dir / CONFIG_FILE)
+    saved = config_from_dict(plan.saved or {}, source=source)
+    if config is None:
+        bad = [k for k in overrides or {} if not k.startswith("train.")]
+        if bad:
+            raise ConfigError(f"{bad[0]}: only train.* settings may change on resume",
+                              param="overrides")
+        return config_from_dict(saved.to_dict(), source=source, overrides=overrides)
+    if config.model != saved.model or config.data != saved.data or \
+            config.modality != saved.modality or config.spatial_dims != saved.spatial_dims:
+        raise ConfigError(
+            f"{plan.run_dir}: the config changes the model, data or modality of the run being "
+            "resumed; only train.* settings (e.g. train.steps) may change on resume",
+            param="config")
+    return saved.model_copy(update={"train": config.train})

@@ -1,7 +1,7 @@
 """Tiny untrained generator checkpoints for sampling and augmentation tests.
 
 A checkpoint is written exactly as training writes it (:meth:`TrainState.checkpoint`) with a
-sidecar shaped like :func:`medgan.training.trainer.checkpoint_metadata`, so loading goes through
+sidecar made by :func:`medgan.checkpoint.build_metadata`, so loading goes through
 the real hash verification and safetensors path.
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from medgan.checkpoint import build_metadata
 from medgan.config import config_from_dict
 from medgan.data.intensity import IntensityMapping
 from medgan.training.state import TrainState
@@ -36,6 +37,7 @@ def make_checkpoint(
     run_dir: Path, spatial_dims: int = 2, patch_size: int = 32, image_channels: int = 1,
     modality: str = "ct", ema: bool = True, latent_dim: int = 8, ngf: int = 8, seed: int = 0,
     spacing_mm: tuple[float, float, float] = (1.5, 1.5, 3.0),
+    training_cases: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write ``<run_dir>/checkpoints/step-00000000`` and ``latest.json``; returns ``run_dir``.
 
@@ -55,12 +57,10 @@ def make_checkpoint(
     lo, hi = RANGES[modality]
     intensity = IntensityMapping(modality, (lo,) * image_channels, (hi,) * image_channels)
     sidecar: dict[str, Any] = {
-        "config": config.to_dict(), "seed": seed, "modality": modality,
-        "spatial_dims": spatial_dims, "patch_size": patch_size,
-        "image_channels": image_channels, "latent_dim": latent_dim,
-        "spacing_mm": list(spacing_mm), "intensity": intensity.to_dict(),
-        "lesion_labels": [1], "data_fingerprint": "test", "n_cases": 0, "n_patches": 0,
-        "n_lesion_patches": 0, "history": {"loss_d": [[1, 0.5]]},
+        **build_metadata(config, image_channels=image_channels, spacing_mm=spacing_mm,
+                         intensity=intensity.to_dict(), training_cases=training_cases or [],
+                         seed=seed, data_fingerprint="test"),
+        "history": {"loss_d": [[1, 0.5]]},
     }
     state.checkpoint(run_dir / "checkpoints", sidecar)
     return run_dir

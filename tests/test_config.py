@@ -10,7 +10,6 @@ import yaml
 from helpers_data import config_dict
 
 from medgan.config import (
-    MODALITY_DEFAULTS,
     IntensityConfig,
     MedganConfig,
     config_from_dict,
@@ -35,9 +34,10 @@ def test_minimal_config_gets_the_documented_defaults():
     assert config.data.patch_size == 64
     assert config.data.lesion_labels == [1]
     assert config.data.spacing_mm is None
-    assert config.intensity.hu_window == MODALITY_DEFAULTS["ct"]["hu_window"]
-    assert config.intensity.percentiles == MODALITY_DEFAULTS["mr"]["percentiles"]
-    assert config.intensity.suv_max == MODALITY_DEFAULTS["pet"]["suv_max"]
+    assert config.intensity.hu_window == (-200.0, 300.0)
+    assert config.intensity.percentiles == (0.5, 99.9)
+    assert config.intensity.suv_max == 10.0
+    assert config.model.kind == "dcgan"
     assert config.model.d_norm == "batch"
     assert config.train.loss == "bce"
 
@@ -128,9 +128,11 @@ def test_config_errors_are_medgan_errors_with_exit_code_2():
         ({"intensity": {"suv_max": 0}}, r"intensity.suv_max: Input should be greater than 0"),
         ({"train": {"loss": "wgan-gp"}},
          r"model.d_norm must be 'none' or 'instance' with train.loss 'wgan-gp', not 'batch'"),
-        ({"train": {"loss": "lsgan"}}, r"train.loss: Input should be 'bce', 'hinge' or 'wgan-gp'"),
+        ({"train": {"loss": "lsgan"}}, r"train.loss: must be 'bce', 'hinge' or 'wgan-gp', not "
+                                       r"'lsgan'"),
         ({"bogus": 1}, r"bogus: unknown option \(check the spelling"),
-        ({"data": {"pach_size": 64}}, r"data.pach_size: unknown option"),
+        ({"data": {"pach_size": 64}}, r"data.pach_size: unknown option; did you mean "
+                                      r"data.patch_size\?"),
         ({"data": {"spacing_mm": [-1, 1, 1]}},
          r"data.spacing_mm: spacing values must be >= 0 mm \(0 = keep\), not \[-1.0, 1.0, 1.0\]"),
         ({"data": {"spacing_mm": [0, 0, 0]}}, r"data.spacing_mm: spacing values must be >= 0"),
@@ -142,7 +144,8 @@ def test_config_errors_are_medgan_errors_with_exit_code_2():
         ({"train": {"betas": [0.5, 1.0]}}, r"train: betas must lie in \[0, 1\), not"),
         ({"train": {"ema_decay": 1.5}}, r"train: ema_decay must be in \(0, 1\) or null"),
         ({"train": {"diffaugment": ["rotate"]}},
-         r"train.diffaugment entries must be .* not 'rotate'"),
+         r"train.diffaugment.0: must be 'translation', 'cutout', 'brightness' or 'contrast', "
+         r"not 'rotate'"),
         ({"data": [1]}, r"data: Input should be a valid dictionary"),
     ],
     ids=lambda v: None if isinstance(v, str) else json.dumps(v)[:40],
@@ -201,3 +204,27 @@ def test_missing_config_file(tmp_path):
 def test_config_from_dict_refuses_non_mappings():
     with pytest.raises(ConfigError, match=r"^cli: must be a mapping of options, not list"):
         config_from_dict([1], source="cli")
+
+
+def test_an_override_typo_names_the_overrides_and_the_nearest_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("modality: ct\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {"model.ngff": 32})
+    assert info.value.param == "overrides"
+    assert str(info.value) == "overrides: model.ngff: unknown option; did you mean model.ngf?"
+    assert str(path) not in str(info.value)  # the YAML file is not blamed
+    with pytest.raises(ConfigError, match=r"^overrides: trian: unknown option; did you mean "
+                                          r"train\?"):
+        load_config(path, {"trian.steps": 3})
+
+
+def test_apply_overrides_makes_sections_and_refuses_a_value_as_section():
+    from medgan.config import apply_overrides
+
+    data = {"modality": "ct", "train": {"steps": 5}}
+    assert apply_overrides(data, {"train.batch_size": 4, "model.ngf": 8}) == {
+        "modality": "ct", "train": {"steps": 5, "batch_size": 4}, "model": {"ngf": 8}}
+    assert data == {"modality": "ct", "train": {"steps": 5}}  # the input is not changed
+    with pytest.raises(ConfigError, match="'modality' is a value, not a section"):
+        apply_overrides(data, {"modality.x": 1})

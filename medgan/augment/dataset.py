@@ -21,9 +21,9 @@ from monai.data import MetaTensor
 from torch.utils.data import ConcatDataset, Dataset, WeightedRandomSampler
 
 from medgan.errors import ConfigError
+from medgan.sampling.draws import iter_samples
 from medgan.sampling.loader import LoadedGenerator, load_generator
 from medgan.sampling.postprocess import MaskPostprocess
-from medgan.sampling.sample import iter_samples
 from medgan.sampling.writer import ras_affine
 
 log = logging.getLogger(__name__)

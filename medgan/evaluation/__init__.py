@@ -1,16 +1,23 @@
-"""Evaluation: downstream segmentation benchmark, sample quality and diversity, memorisation."""
+"""Evaluation: downstream segmentation benchmark, sample quality and diversity, memorisation.
 
-from medgan.evaluation.baselines import RandCarveMixd, build_lesion_snippets
-from medgan.evaluation.metrics import case_metrics, paired_bootstrap_ci
-from medgan.evaluation.privacy import evaluate_privacy
-from medgan.evaluation.quality import evaluate_quality
-from medgan.evaluation.segmentation import SegmentationResult, evaluate_segmentation
-from medgan.evaluation.segmentation_run import ARMS, BenchmarkSettings
-from medgan.evaluation.splits import make_split
-from medgan.similarity import mean_pairwise_msssim, nearest_real_patches
+Names are exported lazily (see :mod:`medgan._lazy`): the CLI reads the benchmark's arm names
+(:mod:`.arms`) without loading torch.
+"""
 
-__all__ = [
-    "ARMS", "BenchmarkSettings", "RandCarveMixd", "SegmentationResult", "build_lesion_snippets",
-    "case_metrics", "evaluate_privacy", "evaluate_quality", "evaluate_segmentation",
-    "make_split", "mean_pairwise_msssim", "nearest_real_patches", "paired_bootstrap_ci",
-]
+from medgan._lazy import lazy_getattr
+
+_EXPORTS = {
+    "ARMS": "medgan.evaluation.arms", "GAN_ARMS": "medgan.evaluation.arms",
+    "RandCarveMixd": "medgan.evaluation.baselines",
+    "build_lesion_snippets": "medgan.evaluation.baselines",
+    "case_metrics": "medgan.evaluation.metrics", "paired_bootstrap_ci": "medgan.evaluation.metrics",
+    "evaluate_privacy": "medgan.evaluation.privacy",
+    "evaluate_quality": "medgan.evaluation.quality",
+    "SegmentationResult": "medgan.evaluation.segmentation",
+    "evaluate_segmentation": "medgan.evaluation.segmentation",
+    "BenchmarkSettings": "medgan.evaluation.segmentation_run",
+    "make_split": "medgan.evaluation.splits",
+    "mean_pairwise_msssim": "medgan.similarity", "nearest_real_patches": "medgan.similarity",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -96,7 +96,7 @@ def _check_modality(config: MedganConfig, meta: dict[str, Any], dataset: dict[st
     if len(found) == 1 and config.modality not in found:
         raise ConfigError(f"{Path(synthetic) / 'dataset.json'}: the synthetic samples are "
                           f"{found.pop()} but the config is for {config.modality}; pass the "
-                          "generator's training config or --checkpoint")
+                          "generator's training config or `checkpoint`")
 
 
 def resolve_settings(synthetic: str | Path, checkpoint: str | Path | None = None,

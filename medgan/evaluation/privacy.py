@@ -110,7 +110,7 @@ def evaluate_privacy(
     pairs) to ``out`` when given. Returns the report dict.
     """
     if not -1.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold must be a number in [-1, 1], not {threshold}")
+        raise ConfigError(f"`threshold` must be a number in [-1, 1], not {threshold}")
     settings = resolve_settings(synthetic, checkpoint, config)
     bank = real_bank(real, settings, progress)
     syn = read_synthetic(synthetic, settings.config.spatial_dims)

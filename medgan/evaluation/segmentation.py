@@ -73,13 +73,13 @@ def _check_arms(arms: Sequence[str], checkpoint: Any, config: Any) -> list[str]:
     chosen = list(dict.fromkeys(arms))
     unknown = [a for a in chosen if a not in ARMS]
     if unknown or not chosen:
-        raise ConfigError(f"--arms must be a comma-separated subset of {', '.join(ARMS)}, "
+        raise ConfigError(f"`arms` must be a comma-separated subset of {', '.join(ARMS)}, "
                           f"not {','.join(arms)!r}")
     if checkpoint is None and any(a in GAN_ARMS for a in chosen):
         raise ConfigError(f"arms {', '.join(a for a in chosen if a in GAN_ARMS)} need a "
-                          "generator: pass --checkpoint")
+                          "generator: pass `checkpoint`")
     if checkpoint is None and config is None:
-        raise ConfigError("pass --checkpoint (its config is used to load the scans) or --config")
+        raise ConfigError("pass `checkpoint` (its config is used to load the scans) or `config`")
     return chosen
 
 
@@ -87,18 +87,18 @@ def _resolve_config(generator: Any, config: MedganConfig | None) -> MedganConfig
     """The checkpoint's config, or ``config`` after checking it agrees with the checkpoint."""
     if generator is None:
         if config is None:
-            raise ConfigError("pass --checkpoint (its config is used to load the scans) or "
-                              "--config")
+            raise ConfigError("pass `checkpoint` (its config is used to load the scans) or "
+                              "`config`")
         return config
     saved = config_from_dict(generator.metadata["config"], source=str(generator.checkpoint_path))
     if config is None:
         return saved
     for field in ("modality", "spatial_dims", "intensity"):
         if getattr(config, field) != getattr(saved, field):
-            raise ConfigError(f"--config {field} differs from the checkpoint's; synthetic and "
+            raise ConfigError(f"`config` {field} differs from the checkpoint's; synthetic and "
                               "real images would not share one intensity space")
     if config.data.lesion_labels != saved.data.lesion_labels:
-        raise ConfigError("--config data.lesion_labels differ from the checkpoint's")
+        raise ConfigError("`config` data.lesion_labels differ from the checkpoint's")
     return config
 
 
@@ -107,15 +107,15 @@ def _prepare_out(out: Path, resume: bool, protocol: dict[str, Any]) -> None:
         raise OutputError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         if not resume:
-            raise OutputError(f"{out}: output folder is not empty; pass --resume to continue "
-                              "that benchmark or choose another --out")
+            raise OutputError(f"{out}: output folder is not empty; pass `resume` to continue "
+                              "that benchmark or choose another `out`")
         old_path = out / PROTOCOL
         if old_path.is_file():
             old = json.loads(old_path.read_text(encoding="utf-8"))
             for key in sorted(set(old) | set(protocol)):
                 if key not in RESUMABLE_KEYS and old.get(key) != protocol.get(key):
-                    raise ConfigError(f"{out}: --resume with a different {key!r} than the "
-                                      "benchmark being resumed; use a new --out")
+                    raise ConfigError(f"{out}: `resume` with a different {key!r} than the "
+                                      "benchmark being resumed; use a new `out`")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -221,11 +221,11 @@ def evaluate_segmentation(
     arms = _check_arms(arms, checkpoint, config)
     sizes = parse_train_cases(train_cases) if isinstance(train_cases, str) else list(train_cases)
     if seeds < 1:
-        raise ConfigError(f"--seeds must be a positive integer, not {seeds}")
+        raise ConfigError(f"`seeds` must be a positive integer, not {seeds}")
     if not 0.0 <= ratio <= 1.0:
-        raise ConfigError(f"--ratio must be a number in [0, 1], not {ratio}")
+        raise ConfigError(f"`ratio` must be a number in [0, 1], not {ratio}")
     if threads is not None and threads < 1:
-        raise ConfigError(f"--threads must be a positive integer, not {threads}")
+        raise ConfigError(f"`threads` must be a positive integer, not {threads}")
     dev = resolve_device(device)
     generator = None
     if checkpoint is not None:
@@ -234,8 +234,8 @@ def evaluate_segmentation(
     settings = _settings(fast, ratio, iterations, generator, cfg.spatial_dims)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:  # fail before loading any scan
-        raise OutputError(f"{out}: output folder is not empty; pass --resume to continue that "
-                          "benchmark or choose another --out")
+        raise OutputError(f"{out}: output folder is not empty; pass `resume` to continue that "
+                          "benchmark or choose another `out`")
     cases = load_cases(data, cfg, progress)
     _check_channels(cases, generator, data)
     split = make_split([c["case_id"] for c in cases], sizes, settings.test_fraction, split_seed)

@@ -27,9 +27,7 @@ from medgan.augment import SyntheticLesionDataset
 from medgan.data.intensity import BACKGROUND
 from medgan.evaluation.metrics import case_metrics
 
-ARMS = ("real", "real+aug", "real+aug+synthetic", "real+aug+insert", "real+aug+carvemix")
 REFERENCE_ARM = "real+aug"
-GAN_ARMS = ("real+aug+synthetic", "real+aug+insert")
 MAX_BACKGROUND_INDICES = 200_000
 MAX_SYNTHETIC_POOL = 4096
 CONTEXT = 2  # context crop = CONTEXT x patch size (room to place added lesions)

@@ -42,11 +42,11 @@ def parse_train_cases(text: str) -> list[int | str]:
             items.append(int(item))
         else:
             raise ConfigError(
-                f"--train-cases must be a comma-separated list of positive integers and/or "
+                f"`train_cases` must be a comma-separated list of positive integers and/or "
                 f"'all', not {text!r}"
             )
     if not items:
-        raise ConfigError(f"--train-cases must name at least one regime, not {text!r}")
+        raise ConfigError(f"`train_cases` must name at least one regime, not {text!r}")
     return items
 
 

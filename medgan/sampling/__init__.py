@@ -1,10 +1,16 @@
-"""Sampling: load a checkpoint, generate pairs, clean up masks, write NIfTI + a datalist."""
+"""Sampling: load a checkpoint, generate pairs, clean up masks, write NIfTI + a datalist.
 
-from medgan.sampling.loader import LoadedGenerator, load_generator, sample_seed
-from medgan.sampling.postprocess import MaskPostprocess, postprocess_mask
-from medgan.sampling.sample import SampleResult, sample
+Names are exported lazily (see :mod:`medgan._lazy`): the CLI checks the output folder before
+torch loads.
+"""
 
-__all__ = [
-    "LoadedGenerator", "MaskPostprocess", "SampleResult", "load_generator", "postprocess_mask",
-    "sample", "sample_seed",
-]
+from medgan._lazy import lazy_getattr
+
+_EXPORTS = {
+    "LoadedGenerator": "medgan.sampling.loader", "load_generator": "medgan.sampling.loader",
+    "sample_seed": "medgan.sampling.loader", "MaskPostprocess": "medgan.sampling.postprocess",
+    "postprocess_mask": "medgan.sampling.postprocess", "SampleResult": "medgan.sampling.job",
+    "sample": "medgan.sampling.job",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

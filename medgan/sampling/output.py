@@ -45,7 +45,7 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         shutil.rmtree(p, ignore_errors=True)
     if not overwrite and any(out.iterdir()):
         raise OutputError(
-            f"{out}: output folder is not empty; pass --overwrite to replace its contents")
+            f"{out}: output folder is not empty; pass `overwrite` to replace its contents")
 
 
 def finalise(partial: Path, out: Path, n: int, datalist: dict[str, Any]) -> None:

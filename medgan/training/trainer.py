@@ -19,12 +19,12 @@ import torch
 
 from medgan import distributed
 from medgan.checkpoint import build_metadata
-from medgan.config import MedganConfig, config_from_dict, save_config
+from medgan.config import MedganConfig, save_config
 from medgan.data import PatchBank, build_patch_bank, load_datalist
 from medgan.datasets import bundled_datalist_path
 from medgan.devices import preferred_memory_format, resolve_device
 from medgan.errors import ConfigError
-from medgan.runs import CONFIG_FILE, RunPlan, create_run_dir, plan_run
+from medgan.runs import CONFIG_FILE, create_run_dir, plan_run, resolve_run_config
 from medgan.training.batches import PatchSampler
 from medgan.training.diffaugment import diff_augment
 from medgan.training.losses import discriminator_loss, generator_loss, gradient_penalty
@@ -66,36 +66,6 @@ def checkpoint_metadata(config: MedganConfig, bank: PatchBank, seed: int,
         intensity=bank.intensity.to_dict(), training_cases=bank.case_records, seed=seed,
         data_source=data_source, data_fingerprint=bank.fingerprint, n_patches=len(bank),
         n_lesion_patches=int(bank.has_lesion.sum()), world_size=world_size)
-
-
-def resolve_run_config(plan: RunPlan, config: MedganConfig | None,
-                       overrides: dict[str, Any] | None) -> MedganConfig:
-    """The config a run trains with.
-
-    A new run uses ``config``. A resumed run uses its own saved config; ``config`` (or
-    ``overrides``, dotted ``train.*`` keys such as ``{"train.steps": 3000}``) may change only
-    ``train.*`` settings.
-    """
-    if not plan.resume:
-        if config is None:
-            raise ConfigError("a config is required for a new run", param="config")
-        return config
-    source = str(plan.checkpoint / "checkpoint.json" if plan.checkpoint
-                 else plan.run_dir / CONFIG_FILE)
-    saved = config_from_dict(plan.saved or {}, source=source)
-    if config is None:
-        bad = [k for k in overrides or {} if not k.startswith("train.")]
-        if bad:
-            raise ConfigError(f"{bad[0]}: only train.* settings may change on resume",
-                              param="overrides")
-        return config_from_dict(saved.to_dict(), source=source, overrides=overrides)
-    if config.model != saved.model or config.data != saved.data or \
-            config.modality != saved.modality or config.spatial_dims != saved.spatial_dims:
-        raise ConfigError(
-            f"{plan.run_dir}: the config changes the model, data or modality of the run being "
-            "resumed; only train.* settings (e.g. train.steps) may change on resume",
-            param="config")
-    return saved.model_copy(update={"train": config.train})
 
 
 def train(

@@ -92,11 +92,11 @@ def test_frd_when_installed() -> None:
 
 def test_config_of_another_modality_is_refused(phantom_data, tiny_checkpoint, tmp_path) -> None:
     """A CT generator's samples compared with real patches normalised as MR would be void."""
+    from medgan.checkpoint import read_sidecar, resolve_checkpoint
     from medgan.config import config_from_dict
     from medgan.errors import ConfigError
     from medgan.evaluation.privacy import evaluate_privacy
     from medgan.sampling import sample
-    from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
 
     sample(tiny_checkpoint, 2, tmp_path / "syn", seed=0, progress=False, device="cpu")
     trained = read_sidecar(resolve_checkpoint(tiny_checkpoint))["config"]

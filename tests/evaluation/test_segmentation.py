@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from medgan.cli import main
+from medgan.evaluation.arms import ARMS as ALL_ARMS
 from medgan.evaluation.segmentation_run import (
     BenchmarkSettings,
     PatchStream,
@@ -19,7 +20,7 @@ from medgan.evaluation.segmentation_run import (
     segment_volume,
 )
 
-ARMS = "real,real+aug,real+aug+synthetic,real+aug+insert,real+aug+carvemix"
+ARMS = ",".join(ALL_ARMS)
 
 
 def invoke(*args: str | Path):

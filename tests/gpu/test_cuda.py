@@ -15,7 +15,7 @@ from helpers_checkpoint import make_checkpoint
 
 from medgan.config import config_from_dict
 from medgan.data import IntensityMapping, PatchBank
-from medgan.training.distributed import DistInfo
+from medgan.distributed import DistInfo
 from medgan.training.monitor import Monitor
 from medgan.training.state import TrainState, amp_dtype
 from medgan.training.trainer import (
@@ -141,7 +141,7 @@ def test_compile_trains_and_checkpoints_plain_names(tmp_path, make_dataset):
     assert result.steps == 4
     from safetensors.torch import load_file
 
-    from medgan.training.checkpoint import resolve_checkpoint
+    from medgan.checkpoint import resolve_checkpoint
 
     names = load_file(str(resolve_checkpoint(run) / "generator.safetensors")).keys()
     assert not [n for n in names if "_orig_mod" in n]

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from helpers_checkpoint import make_checkpoint
 
 from medgan import __version__
+from medgan.checkpoint import sha256_file
 from medgan.cli import main
-from medgan.training.checkpoint import sha256_file
 
 
 @pytest.fixture(scope="module")

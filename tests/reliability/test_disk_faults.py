@@ -26,13 +26,13 @@ from helpers_checkpoint import make_checkpoint
 from helpers_process import files_of, tiny_train_config, write_yaml
 from safetensors import SafetensorError
 
+import medgan.sampling.output as output_module
+from medgan.checkpoint import read_sidecar, resolve_checkpoint
 from medgan.cli import main
 from medgan.sampling import sample
 from medgan.training import checkpoint as checkpoint_module
 from medgan.training import trainer as trainer_module
-from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
 
-sample_module = importlib.import_module("medgan.sampling.sample")  # the name is the function
 # what safetensors raises when the disk fills up (seen on a full tmpfs)
 SAFETENSORS_ENOSPC = SafetensorError(
     "Error while serializing: I/O error: No space left on device (os error 28)")
@@ -130,7 +130,8 @@ def test_sample_refuses_an_unwritable_output_folder_before_generating(
     def no_generation(*args, **kwargs):
         raise AssertionError("samples were generated before the output was checked")
 
-    monkeypatch.setattr(sample_module, "_write_samples", no_generation)
+    monkeypatch.setattr(importlib.import_module("medgan.sampling.job"), "write_samples",
+                        no_generation)
     result = CliRunner().invoke(main, ["sample", "--checkpoint", str(generator_run), "-n", "4",
                                        "--out", str(parent / "synthetic"), "--device", "cpu",
                                        "--no-progress"])
@@ -265,14 +266,14 @@ def test_disk_full_while_writing_the_datalist_lists_no_missing_file(
         tmp_path, generator_run, monkeypatch):
     out = tmp_path / "synthetic"
     _previous_output(generator_run, out)
-    real = sample_module.write_json_atomic
+    real = output_module.write_json_atomic
 
     def write_json(path, data):
         if path.name == "dataset.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(path, data)
 
-    monkeypatch.setattr(sample_module, "write_json_atomic", write_json)
+    monkeypatch.setattr(output_module, "write_json_atomic", write_json)
     result = CliRunner().invoke(main, ["sample", "--checkpoint", str(generator_run), "-n", "5",
                                        "--out", str(out), "--overwrite", "--device", "cpu",
                                        "--no-progress"])

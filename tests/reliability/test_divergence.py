@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from helpers_process import tiny_train_config, write_yaml
 from safetensors.torch import load_file
 
+from medgan.checkpoint import read_sidecar, resolve_checkpoint
 from medgan.cli import main
 from medgan.training import trainer as trainer_module
-from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
 
 
 def train_cli(*args: str | Path):

@@ -20,8 +20,8 @@ import torch
 from helpers_process import latest_step, tiny_train_config, write_yaml
 from safetensors.torch import load_file
 
+from medgan.checkpoint import read_sidecar, resolve_checkpoint
 from medgan.config import config_from_dict
-from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
 from medgan.training.trainer import train
 
 STEPS = 40

@@ -20,7 +20,7 @@ from helpers_checkpoint import make_checkpoint
 from helpers_data import write_dicom_series
 
 from medgan.cli import main
-from medgan.data.transforms import _modality_of
+from medgan.modalities import modality_of_name
 from medgan.sampling import sample
 
 MISMATCH = "the scan is MR (MRI in the 'modality' of"
@@ -150,4 +150,4 @@ def test_undeclared_nifti_is_not_guessed(make_dataset, make_config, tmp_path):
 ])
 def test_declared_names(name, modality):
     """Decathlon ``modality`` names and DICOM Modality codes medgan recognises."""
-    assert _modality_of(name) == modality
+    assert modality_of_name(name) == modality

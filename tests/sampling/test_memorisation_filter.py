@@ -12,8 +12,8 @@ import torch
 from medgan.config import config_from_dict
 from medgan.data import build_patch_bank, load_datalist
 from medgan.errors import CheckpointError
-from medgan.similarity import nearest_real_patches
 from medgan.sampling import load_generator, sample
+from medgan.similarity import nearest_real_patches
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 16), (2, 8, 8, 8)])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 from pathlib import Path
@@ -12,10 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import medgan.sampling.batch_writer as writer_module
 from medgan.errors import CheckpointError, ConfigError, OutputError
 from medgan.sampling import MaskPostprocess, load_generator, sample, sample_seed
-
-sample_module = importlib.import_module("medgan.sampling.sample")  # the name is the function
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -134,7 +132,7 @@ def test_interrupt_in_writer_thread_keeps_previous_output(tmp_path, ckpt_2d, mon
     sample(ckpt_2d, 3, out, seed=0, progress=False)
     before = _files(out)
     calls = {"n": 0}
-    real_write = sample_module.write_pair
+    real_write = writer_module.write_pair
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -142,7 +140,7 @@ def test_interrupt_in_writer_thread_keeps_previous_output(tmp_path, ckpt_2d, mon
             raise KeyboardInterrupt
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(sample_module, "write_pair", flaky)
+    monkeypatch.setattr(writer_module, "write_pair", flaky)
     with pytest.raises(KeyboardInterrupt):
         sample(ckpt_2d, 6, out, seed=5, batch_size=2, progress=False, overwrite=True)
     assert _files(out) == before  # the old dataset is untouched until the new one is complete

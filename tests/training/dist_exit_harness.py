@@ -19,7 +19,7 @@ os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 import torch  # noqa: E402
 import torch.distributed as torch_dist  # noqa: E402
 
-from medgan.training import distributed  # noqa: E402
+from medgan import distributed  # noqa: E402
 
 
 class _Cycle:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from medgan.cli import main
-from medgan.training.distributed import unwrap
+from medgan.distributed import unwrap
 from medgan.training.monitor import Monitor
 
 RECORDS: list[dict] = []

@@ -33,9 +33,9 @@ import yaml
 from helpers_data import config_dict, phantom_arrays, spacing_affine, write_nifti
 from safetensors.torch import load_file
 
+from medgan.checkpoint import read_sidecar, resolve_checkpoint
 from medgan.cli import main
 from medgan.sampling import sample
-from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -10,11 +10,11 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from medgan.checkpoint import read_sidecar, resolve_checkpoint
 from medgan.cli import main
 from medgan.config import config_from_dict
 from medgan.errors import CheckpointError, ConfigError, OutputError, TrainingDivergedError
 from medgan.training import trainer as trainer_module
-from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
 from medgan.training.trainer import train
 
 
@@ -62,7 +62,7 @@ def test_train_writes_every_artefact(tmp_path, dataset, spatial_dims):
 def test_one_step_changes_weights(tmp_path, dataset):
     torch.manual_seed(0)
     cfg = tiny_config(steps=1)
-    from medgan.training.state import build_generator
+    from medgan.checkpoint import build_generator
 
     torch.manual_seed(0)
     initial = build_generator(cfg, 1).state_dict()
