@@ -76,7 +76,7 @@ def test_overrides_create_missing_sections(tmp_path):
 
 
 def test_override_below_a_value_is_a_config_error(make_config):
-    with pytest.raises(ConfigError, match=r"cannot override 'train.steps.x': 'steps' is a value"):
+    with pytest.raises(ConfigError, match=r"^overrides: cannot set 'train.steps.x': 'steps' is a value"):
         load_config(make_config(), {"train.steps.x": 1})
 
 
@@ -110,9 +110,9 @@ def test_config_errors_are_medgan_errors_with_exit_code_2():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"modality": None}, r"modality: Input should be 'ct', 'mr', 'pet' or 'none'"),
-        ({"modality": "xray"}, r"modality: Input should be 'ct', 'mr', 'pet' or 'none'"),
-        ({"spatial_dims": 4}, r"spatial_dims: Input should be 2 or 3"),
+        ({"modality": None}, r"modality: must be 'ct', 'mr', 'pet' or 'none', not None"),
+        ({"modality": "xray"}, r"modality: must be 'ct', 'mr', 'pet' or 'none', not 'xray'"),
+        ({"spatial_dims": 4}, r"spatial_dims: must be 2 or 3, not 4"),
         ({"data": {"patch_size": -4}}, r"data.patch_size must be one of 32, 64, 128 for "
                                        r"spatial_dims=2, not -4"),
         ({"data": {"patch_size": 48}}, r"data.patch_size must be one of 32, 64, 128 .* not 48"),

@@ -35,13 +35,13 @@ def render_sheet(sheet: dict[int, torch.Tensor], n: int, partial: Path) -> Path:
 def write_samples(
     loaded: LoadedGenerator, indices: Sequence[int], n: int, seed: int, batch_size: int,
     post: MaskPostprocess, accept: Accept | None, partial: Path, workers: int, progress: bool,
-    render_sheet: bool = True,
+    draw_sheet: bool = True,
 ) -> tuple[dict[int, int], RedrawCounts, dict[int, torch.Tensor]]:
     """Generate samples ``indices`` of ``n`` on the device, write them on a thread pool.
 
     Returns the seed of each sample, the redraw counts and the model-space pairs of those
     among the first :data:`CONTACT_SHEET_MAX` (for the contact sheet, which is rendered here
-    as soon as it is complete when ``render_sheet``).
+    as soon as it is complete when ``draw_sheet``).
     """
     seeds: dict[int, int] = {}
     sheet: dict[int, torch.Tensor] = {}
@@ -70,7 +70,7 @@ def write_samples(
                         atomic=False), 1))
                     if i < CONTACT_SHEET_MAX:
                         sheet[i] = torch.cat([image, torch.from_numpy(mask)[None].float() * 2 - 1])
-                        if render_sheet and len(sheet) == n_sheet:  # while the rest is made
+                        if draw_sheet and len(sheet) == n_sheet:  # while the rest is made
                             pending.append((pool.submit(render_sheet, sheet, n, partial), 0))
                 while len(pending) > max_pending or (pending and pending[0][0].done()):
                     task, done = pending.popleft()

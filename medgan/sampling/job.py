@@ -149,7 +149,7 @@ def run_job(job: SampleJob, dist: distributed.DistInfo) -> SampleResult:
     try:
         seeds, counts, sheet = write_samples(
             loaded, range(dist.rank, n, dist.world_size), n, seed, job.batch_size, post,
-            accept, partial, job.workers, job.progress, render_sheet=not dist.active)
+            accept, partial, job.workers, job.progress, draw_sheet=not dist.active)
         if dist.active:  # every rank's share of seeds, redraw counts and contact-sheet pairs
             seeds, counts, sheet = _merge(dist.all_gather((seeds, counts, sheet)))
         if dist.is_main:

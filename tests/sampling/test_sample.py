@@ -91,7 +91,7 @@ def test_refuses_non_empty_output_unless_overwrite(tmp_path, ckpt_2d):
     out = tmp_path / "synth"
     sample(ckpt_2d, 4, out, seed=0, progress=False)
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(OutputError, match=r"output folder is not empty; pass --overwrite") as err:
+    with pytest.raises(OutputError, match=r"output folder is not empty; pass `overwrite`") as err:
         sample(ckpt_2d, 2, out, seed=1, progress=False)
     assert str(out) in str(err.value)
     sample(ckpt_2d, 2, out, seed=1, progress=False, overwrite=True)

@@ -50,13 +50,22 @@ def test_train_writes_every_artefact(tmp_path, dataset, spatial_dims):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     meta = read_sidecar(result.checkpoint)
     assert meta["step"] == 6
-    assert meta["modality"] == "ct" and meta["spatial_dims"] == spatial_dims
+    assert meta["config"]["modality"] == "ct" and meta["config"]["spatial_dims"] == spatial_dims
+    assert "modality" not in meta and "spatial_dims" not in meta  # stored once, in config
+    assert meta["format_version"] == 2
     assert meta["intensity"]["units"] == "HU"
+    assert "images_per_s" not in meta  # timings are not part of the hashed sidecar
+    assert json.loads((result.checkpoint / "stats.json").read_text())["images_per_s"] > 0
+    ids = [c["id"] for c in meta["training_cases"]]
+    assert len(set(ids)) == meta["n_cases"] == len(ids) > 0
+    assert all(len(c["images"][0]["sha256"]) == 64 and len(c["label"]["sha256"]) == 64
+               for c in meta["training_cases"])
     assert len(meta["data_fingerprint"]) == 64
     assert set(meta["files"]) == {"generator.safetensors", "generator_ema.safetensors",
                                   "discriminator.safetensors", "training_state.safetensors"}
     card = (run / "MODEL_CARD.md").read_text()
     assert "not be used for diagnosis" in card and meta["data_fingerprint"] in card
+    assert all(case_id in card for case_id in ids)
 
 
 def test_one_step_changes_weights(tmp_path, dataset):
@@ -122,7 +131,7 @@ def test_refuses_non_empty_run_dir(tmp_path, dataset):
     run = tmp_path / "run"
     run.mkdir()
     (run / "mine.txt").write_text("keep me")
-    with pytest.raises(OutputError, match="--resume"):
+    with pytest.raises(OutputError, match="`resume`"):
         train(tiny_config(), data=dataset, out=run, progress=False)
     assert (run / "mine.txt").read_text() == "keep me"
 
