@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medgan.checkpoint import CheckpointSpec
 from medgan.data.intensity import IntensityMapping
 from medgan.sampling import LoadedGenerator
 
@@ -48,8 +49,8 @@ def blob_generator(spatial_dims: int = 2, size: int = 16, image_channels: int = 
     """A :class:`LoadedGenerator` around :class:`BlobNet` (CT, HU window -200..300)."""
     net = BlobNet(spatial_dims, size, image_channels, radius=radius).eval()
     intensity = IntensityMapping("ct", (-200.0,) * image_channels, (300.0,) * image_channels)
-    meta = {"modality": "ct", "spatial_dims": spatial_dims, "patch_size": size,
-            "image_channels": image_channels, "latent_dim": net.latent_dim,
-            "spacing_mm": [1.0, 1.0, 2.0], "intensity": intensity.to_dict(),
-            "lesion_labels": [1]}
-    return LoadedGenerator(net, meta, Path("blob"), "b" * 64, torch.device("cpu"))
+    spec = CheckpointSpec(kind="blob", modality="ct", spatial_dims=spatial_dims,
+                          patch_size=size, latent_dim=net.latent_dim,
+                          image_channels=image_channels, spacing_mm=(1.0, 1.0, 2.0),
+                          intensity=intensity.to_dict(), lesion_labels=[1])
+    return LoadedGenerator(net, {}, Path("blob"), "b" * 64, torch.device("cpu"), spec=spec)

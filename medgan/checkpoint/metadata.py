@@ -78,38 +78,25 @@ def upgrade(meta: dict[str, Any], source: str | Path) -> dict[str, Any]:
 class CheckpointSpec:
     """The validated model description of a checkpoint.
 
-    ``training_cases`` is None for checkpoints that did not record them (medgan 0.1).
+    ``config`` is the training config (None for a generator built in memory, e.g. a stand-in
+    network in tests); ``training_cases`` is None when they were not recorded (medgan 0.1).
+    ``spacing_mm`` is (x, y, z) in mm; ``intensity`` an :class:`~medgan.data.IntensityMapping`
+    as a dict.
     """
 
-    config: MedganConfig
+    kind: str
+    modality: str
+    spatial_dims: int
+    patch_size: int
+    latent_dim: int
     image_channels: int
     spacing_mm: tuple[float, float, float]
     intensity: dict[str, Any]
     lesion_labels: list[int]
-    training_cases: list[dict[str, Any]] | None
-    seed: int
-    data_source: str
-
-    @property
-    def kind(self) -> str:
-        """The model kind (``config.model.kind``)."""
-        return self.config.model.kind
-
-    @property
-    def modality(self) -> str:
-        return self.config.modality
-
-    @property
-    def spatial_dims(self) -> int:
-        return self.config.spatial_dims
-
-    @property
-    def patch_size(self) -> int:
-        return self.config.data.patch_size
-
-    @property
-    def latent_dim(self) -> int:
-        return self.config.model.latent_dim
+    config: MedganConfig | None = None
+    training_cases: list[dict[str, Any]] | None = None
+    seed: int = 0
+    data_source: str = ""
 
     @property
     def training_case_ids(self) -> list[str] | None:
@@ -138,7 +125,8 @@ def read_spec(meta: dict[str, Any], source: str | Path) -> CheckpointSpec:
     x, y, z = (float(s) for s in spacing)
     config = config_from_dict(meta["config"], source=str(source))  # checks model.kind too
     return CheckpointSpec(
-        config=config,
+        kind=config.model.kind, modality=config.modality, spatial_dims=config.spatial_dims,
+        patch_size=config.data.patch_size, latent_dim=config.model.latent_dim, config=config,
         image_channels=int(meta["image_channels"]), spacing_mm=(x, y, z),
         intensity=meta["intensity"], lesion_labels=[int(v) for v in meta["lesion_labels"]],
         training_cases=cases, seed=int(meta.get("seed", 0)),

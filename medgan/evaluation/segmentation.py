@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from medgan._version import __version__
 from medgan.atomic import write_bytes_atomic, write_json_atomic
 from medgan.augment import RandSyntheticLesiond
-from medgan.config import MedganConfig, config_from_dict
+from medgan.config import MedganConfig
 from medgan.data import load_case, load_datalist
 from medgan.devices import resolve_device
 from medgan.errors import ConfigError, DataError, OutputError
@@ -90,7 +90,7 @@ def _resolve_config(generator: Any, config: MedganConfig | None) -> MedganConfig
             raise ConfigError("pass `checkpoint` (its config is used to load the scans) or "
                               "`config`")
         return config
-    saved = config_from_dict(generator.metadata["config"], source=str(generator.checkpoint_path))
+    saved = generator.config
     if config is None:
         return saved
     for field in ("modality", "spatial_dims", "intensity"):

@@ -58,8 +58,8 @@ def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
 class LoadedGenerator:
     """A generator in eval mode plus the checkpoint facts needed to interpret its output.
 
-    ``spec`` is the validated checkpoint description; ``metadata`` the raw sidecar entries
-    (without the training state).
+    ``spec`` is the validated checkpoint description (read from ``metadata``, the raw sidecar
+    entries without the training state, when not given).
     """
 
     generator: torch.nn.Module = field(repr=False)
@@ -78,6 +78,9 @@ class LoadedGenerator:
     @property
     def config(self) -> Any:
         """The :class:`~medgan.config.MedganConfig` the generator was trained with."""
+        if self.spec.config is None:
+            raise CheckpointError(f"{self.checkpoint_path}: this generator has no training "
+                                  "config (it was not loaded from a checkpoint)")
         return self.spec.config
 
     @property

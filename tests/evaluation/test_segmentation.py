@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -152,8 +153,8 @@ def test_insert_and_carvemix_add_lesions_inside_the_patch(phantom_data, tiny_che
     from medgan.sampling import LoadedGenerator, load_generator
 
     real = load_generator(tiny_checkpoint)
-    stub = LoadedGenerator(DiskGenerator(), {**real.metadata, "latent_dim": 4},
-                           real.checkpoint_path, "stub", torch.device("cpu"))
+    stub = LoadedGenerator(DiskGenerator(), real.metadata, real.checkpoint_path, "stub",
+                           torch.device("cpu"), spec=dataclasses.replace(real.spec, latent_dim=4))
 
     cases = load_cases(phantom_data, config_from_dict(real.metadata["config"]), progress=False)
     items = [prepare_training_case(c, context_roi(2, 32)) for c in cases[:3]]
