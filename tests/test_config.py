@@ -76,7 +76,8 @@ def test_overrides_create_missing_sections(tmp_path):
 
 
 def test_override_below_a_value_is_a_config_error(make_config):
-    with pytest.raises(ConfigError, match=r"^overrides: cannot set 'train.steps.x': 'steps' is a value"):
+    with pytest.raises(ConfigError,
+                       match=r"^overrides: cannot set 'train.steps.x': 'steps' is a value"):
         load_config(make_config(), {"train.steps.x": 1})
 
 

@@ -92,9 +92,10 @@ def train(
             noise and minibatches from ``seed + r``).
         overrides: with ``resume`` and no ``config``: dotted ``train.*`` changes.
     """
-    plan = plan_run(out, resume)
-    run_dir = plan.run_dir
     dist = distributed.setup(resolve_device(device))
+    # rank 0 checks the folder; the others must not look once rank 0 may have written there
+    plan = dist.broadcast(dist.on_main(lambda: plan_run(out, resume)))
+    run_dir = plan.run_dir
     config = resolve_run_config(plan, config, overrides)
     if plan.resume:
         record = plan.record or {}
