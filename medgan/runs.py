@@ -14,14 +14,14 @@ resumes from step 0, reusing its patch cache when it still matches.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medgan.atomic import write_json_atomic
-from medgan.checkpoint.files import read_sidecar, resolve_checkpoint
+from medgan.checkpoint.files import LATEST, SIDECAR, read_sidecar, resolve_checkpoint
 from medgan.config import MedganConfig, config_from_dict, read_config_file
 from medgan.errors import CheckpointError, ConfigError, OutputError
 
@@ -61,24 +61,39 @@ def plan_run(out: str | Path, resume: bool) -> RunPlan:
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: cannot resume: the run folder does not exist")
     record = read_run_record(run_dir)
-    try:
-        folder = resolve_checkpoint(run_dir)
-    except CheckpointError:
+    pointers = (run_dir / "checkpoints" / LATEST, run_dir / LATEST, run_dir / SIDECAR)
+    if not any(p.exists() for p in pointers):  # killed before its first checkpoint
         if not (run_dir / CONFIG_FILE).is_file():
             raise CheckpointError(f"{run_dir}: cannot resume: no medgan checkpoint and no "
-                                  f"{CONFIG_FILE} here (not a medgan run folder)") from None
+                                  f"{CONFIG_FILE} here (not a medgan run folder)")
         return RunPlan(run_dir, True, None, read_config_file(run_dir / CONFIG_FILE), record)
+    folder = resolve_checkpoint(run_dir)  # a damaged pointer is an error, not a fresh start
     meta = read_sidecar(folder)
     record = {"seed": meta.get("seed"), "data_source": meta.get("data_source"), **record}
     return RunPlan(run_dir, True, folder, meta["config"], record)
 
 
 def _check_writable(run_dir: Path) -> None:
-    parent = run_dir
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{run_dir}: cannot create the run folder ({parent} is not writable)")
+    """Create the folder and a probe file in it, then remove what was created: the one way to
+    learn whether writing works (permissions, read-only mounts, ACLs) and leave nothing."""
+    created: list[Path] = []
+    missing = run_dir
+    while not missing.exists() and missing != missing.parent:
+        created.append(missing)
+        missing = missing.parent
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        with probe.open("wb"):
+            pass
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"{run_dir}: cannot write to the run folder "
+                          f"({err.strerror or err})") from None
+    finally:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def create_run_dir(run_dir: Path, seed: int, data_source: str | Path) -> None:

@@ -59,8 +59,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if latest.is_file():
             try:
                 name = json.loads(latest.read_text())["latest"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise CheckpointError(f"{latest}: unreadable checkpoint pointer") from None
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                name = None
+            if not isinstance(name, str) or not name.startswith("step-") or "/" in name:
+                raise CheckpointError(f"{latest}: unreadable checkpoint pointer")
             return candidate / name
     if (p / SIDECAR).is_file():
         return p
@@ -73,6 +75,9 @@ def read_sidecar(folder: Path) -> dict[str, Any]:
     The result is the sidecar as written; :func:`medgan.checkpoint.metadata.upgrade` turns a
     format-1 sidecar into the current layout.
     """
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: checkpoint folder does not exist (a checkpoint "
+                              f"pointer names it, but it was moved or deleted)")
     pickles = [f.name for f in folder.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES]
     if pickles:
         raise CheckpointError(

@@ -16,6 +16,7 @@ The sidecar (``checkpoint.json``) holds, besides the file hashes of :mod:`.store
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ def read_spec(meta: dict[str, Any], source: str | Path) -> CheckpointSpec:
                               "checkpoint written by medgan train")
     spacing = meta["spacing_mm"]
     if not (isinstance(spacing, list) and len(spacing) == 3 and all(
-            isinstance(s, int | float) and s > 0 for s in spacing)):
+            isinstance(s, int | float) and math.isfinite(s) and s > 0 for s in spacing)):
         raise CheckpointError(f"{source}: spacing_mm must be three positive numbers, "
                               f"not {spacing!r}")
     cases = meta.get("training_cases")
@@ -122,6 +123,10 @@ def read_spec(meta: dict[str, Any], source: str | Path) -> CheckpointSpec:
             isinstance(c, dict) and "id" in c for c in cases)):
         raise CheckpointError(f"{source}: training_cases must be a list of {{'id': ...}} "
                               "records")
+    channels = meta["image_channels"]
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise CheckpointError(f"{source}: image_channels must be a positive integer, not "
+                              f"{channels!r}")
     x, y, z = (float(s) for s in spacing)
     config = config_from_dict(meta["config"], source=str(source))  # checks model.kind too
     return CheckpointSpec(

@@ -96,7 +96,11 @@ def save_checkpoint(
         if final.exists():  # the same step written again (e.g. on resume): swap, never delete
             old = checkpoint_dir / f".{name}.old{os.getpid()}"  # what latest.json points to
             os.replace(final, old)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.replace(old, final)  # put back what latest.json points to
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
@@ -119,8 +123,14 @@ def _prune(checkpoint_dir: Path, keep: int, protect: str) -> None:
     for old in folders[:-keep]:
         if old.name != protect:
             shutil.rmtree(old, ignore_errors=True)
-    for stale in [*checkpoint_dir.glob(".step-*.tmp*"), *checkpoint_dir.glob(".step-*.old*")]:
+    for stale in checkpoint_dir.glob(".step-*.tmp*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed writer
+    for old in checkpoint_dir.glob(".step-*.old*"):  # a writer killed between its two renames
+        final = checkpoint_dir / old.name[1:].rsplit(".old", 1)[0]
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, final)
 
 
 def load_weights(folder: Path, stem: str, device: str | torch.device = "cpu"

@@ -37,11 +37,10 @@ from medgan.config import MedganConfig
 from medgan.data import load_case, load_datalist
 from medgan.devices import resolve_device
 from medgan.errors import ConfigError, DataError, OutputError
+from medgan.evaluation.arms import ARMS, GAN_ARMS
 from medgan.evaluation.baselines import RandCarveMixd, build_lesion_snippets
 from medgan.evaluation.report import write_reports
 from medgan.evaluation.segmentation_run import (
-    ARMS,
-    GAN_ARMS,
     REFERENCE_ARM,
     BenchmarkSettings,
     context_roi,

@@ -133,18 +133,14 @@ INVALID = [
       for s in ([1.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, -2.0, 1.0],
                 "1,1,1", [1.0, "1", 1.0], None, [1.0, float("nan"), 1.0])],
     pytest.param(with_(spacing_mm=[1.0, float("inf"), 1.0]), CheckpointError,
-                 "spacing_mm must be three positive numbers", id="spacing inf",
-                 marks=pytest.mark.xfail(strict=True, reason="bug: read_spec accepts an "
-                                         "infinite spacing (only s > 0 is checked)")),
+                 "spacing_mm must be three positive numbers", id="spacing inf"),
     *[pytest.param(with_(training_cases=c), CheckpointError, "training_cases must be a list "
                    "of {'id': ...} records", id=f"cases {c!r}")
       for c in ("case_001", {"id": "a"}, [{"name": "a"}], ["case_001"], [CASES[0], 3])],
     pytest.param(with_(config={**metadata()["config"], "model": {"kind": "vae"}}), ConfigError,
                  "model.kind", id="unknown model kind"),
     pytest.param(with_(image_channels="two"), CheckpointError, "image_channels",
-                 id="image_channels not a number",
-                 marks=pytest.mark.xfail(strict=True, raises=ValueError, reason="bug: "
-                                         "read_spec calls int() on image_channels unchecked")),
+                 id="image_channels not a number"),
 ]
 
 

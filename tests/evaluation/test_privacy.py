@@ -60,7 +60,7 @@ def test_settings_needed_without_recorded_checkpoint(tmp_path) -> None:
     from medgan.errors import ConfigError
 
     folder = write_synthetic(tmp_path / "syn", [], [])
-    with pytest.raises(ConfigError, match="--checkpoint"):
+    with pytest.raises(ConfigError, match="`checkpoint`"):
         resolve_settings(folder)
 
 

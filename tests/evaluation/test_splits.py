@@ -44,7 +44,7 @@ def test_test_fraction_one_third_at_least_one() -> None:
 def test_parse_train_cases() -> None:
     assert parse_train_cases("5, 10,ALL") == [5, 10, "all"]
     for bad in ("", "0", "five", "5,-1"):
-        with pytest.raises(ConfigError, match="--train-cases"):
+        with pytest.raises(ConfigError, match="`train_cases`"):
             parse_train_cases(bad)
 
 

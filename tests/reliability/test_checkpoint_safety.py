@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from helpers_checkpoint import make_checkpoint
 
 from medgan import __version__
-from medgan.checkpoint import sha256_file
+from medgan.checkpoint import FORMAT_VERSION, sha256_file
 from medgan.cli import main
 
 
@@ -60,8 +60,8 @@ def listed_file_missing(folder: Path) -> list[str]:
 
 
 def other_format(folder: Path) -> list[str]:
-    edit_sidecar(folder, format_version=2, medgan_version="9.0.0")
-    return [str(folder), "checkpoint format 2 written by medgan 9.0.0",
+    edit_sidecar(folder, format_version=FORMAT_VERSION + 1, medgan_version="9.0.0")
+    return [str(folder), f"checkpoint format {FORMAT_VERSION + 1} written by medgan 9.0.0",
             f"cannot be read by medgan {__version__}"]
 
 

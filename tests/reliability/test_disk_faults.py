@@ -28,9 +28,9 @@ from safetensors import SafetensorError
 
 import medgan.sampling.output as output_module
 from medgan.checkpoint import read_sidecar, resolve_checkpoint
+from medgan.checkpoint import store as checkpoint_module
 from medgan.cli import main
 from medgan.sampling import sample
-from medgan.training import checkpoint as checkpoint_module
 from medgan.training import trainer as trainer_module
 
 # what safetensors raises when the disk fills up (seen on a full tmpfs)

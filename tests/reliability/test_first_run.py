@@ -118,10 +118,9 @@ def test_identical_trainings_have_the_same_checkpoint_hash(tmp_path, make_datase
 
 
 def test_a_moved_sample_folder_still_loads(tmp_path, make_dataset):
+    from helpers_checkpoint import make_checkpoint
     from monai.data import load_decathlon_datalist
     from monai.transforms import LoadImaged
-
-    from helpers_checkpoint import make_checkpoint
 
     run = make_checkpoint(tmp_path / "runs" / "gen")
     out = tmp_path / "runs" / "gen" / "synthetic"

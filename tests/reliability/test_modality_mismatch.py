@@ -146,7 +146,7 @@ def test_undeclared_nifti_is_not_guessed(make_dataset, make_config, tmp_path):
 @pytest.mark.parametrize(("name", "modality"), [
     ("CT", "ct"), ("ct", "ct"), ("MR", "mr"), ("MRI", "mr"), ("T1w", "mr"), ("t1gd", "mr"),
     ("T2", "mr"), ("T2w", "mr"), ("FLAIR", "mr"), ("ADC", "mr"), ("DWI", "mr"), ("PT", "pet"),
-    ("PET", "pet"), ("FDG-PET", "pet"), ("image", None), ("X-ray", None), ("US", None),
+    ("PET", "pet"), ("FDG-PET", "pet"), ("image", "none"), ("X-ray", None), ("US", None),
 ])
 def test_declared_names(name, modality):
     """Decathlon ``modality`` names and DICOM Modality codes medgan recognises."""

@@ -76,7 +76,7 @@ def test_package_has_no_unsafe_deserialisation():
 
 def test_only_safetensors_and_json_are_read_from_checkpoints():
     """The checkpoint module reads weights through safetensors' ``load_file`` only."""
-    source = (PACKAGE / "training" / "checkpoint.py").read_text(encoding="utf-8")
+    source = (PACKAGE / "checkpoint" / "store.py").read_text(encoding="utf-8")
     assert "from safetensors.torch import load_file, save_file" in source
     assert "torch.load" not in source and "pickle.load" not in source
 
