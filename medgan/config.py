@@ -76,7 +76,7 @@ class DataConfig(_Strict):
         [1], min_length=1, description="Label values that together form the lesion (binary mask)."
     )
     roi_names: list[str | int] = Field(
-        ["*GTV*", "lesion"], min_length=1,
+        ["*GTV*"], min_length=1,
         description="Labels stored as DICOM RTSTRUCT or SEG: the ROIs / segments that form the "
         "lesion, as case-insensitive name patterns ('*GTV*') or ROI / segment numbers; their "
         "union is the lesion. A datalist entry's own 'roi_names' takes precedence.",

@@ -194,7 +194,7 @@ def _same_geometry(a: MetaTensor, b: MetaTensor) -> bool:
     )
 
 
-def read_label(case: Case, image: MetaTensor, roi_names: Sequence[str | int] = ("*GTV*", "lesion")
+def read_label(case: Case, image: MetaTensor, roi_names: Sequence[str | int] = ("*GTV*",)
                ) -> tuple[MetaTensor, Any]:
     """The case's label ``(1, X, Y, Z)`` and, for an RTSTRUCT / SEG, what reading it found.
 
@@ -218,7 +218,7 @@ class LoadCased(MapTransform):
     """
 
     def __init__(self, keys: KeysCollection = ("image", "label"),
-                 roi_names: Sequence[str | int] = ("*GTV*", "lesion")) -> None:
+                 roi_names: Sequence[str | int] = ("*GTV*",)) -> None:
         super().__init__(keys)
         self.roi_names = list(roi_names)
 
@@ -235,7 +235,7 @@ class LoadCased(MapTransform):
         if not isinstance(image, MetaTensor):
             image = MetaTensor(image, affine=channels[0].affine, meta=channels[0].meta)
         d["image"] = image.float()
-        label, report = read_label(d, channels[0], self.roi_names)
+        label, report = read_label(data, channels[0], self.roi_names)
         if report is not None:
             for line in report.problems():
                 logging.getLogger(__name__).warning(line)

@@ -235,3 +235,11 @@ def write_dicom_case(image: np.ndarray, mask: np.ndarray, folder: Path, affine: 
     seg_path = write(folder / "seg" / "SEG.dcm", _to_bytes(seg_dataset(first, mask, affine,
                                                                        source)))
     return [folder / n for n in names], seg_path
+
+
+def dicom_entry(subfolder: str, index: int, channels: int = 1) -> dict[str, object]:
+    """The dataset.json entry of sample ``index`` written by ``medgan sample --format dicom``."""
+    case = f"./{subfolder}/synth_{index:05d}"
+    image: object = f"{case}/image" if channels == 1 else \
+        [f"{case}/image_{c:04d}" for c in range(channels)]
+    return {"image": image, "label": f"{case}/seg/SEG.dcm", "roi_names": [SEGMENT_LABEL]}

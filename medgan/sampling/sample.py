@@ -7,6 +7,10 @@ Output folder::
     dataset.json                  decathlon datalist ("training"), every case marked synthetic
     contact_sheet.png             the first 64 pairs, mask outlines in red
 
+With ``format="dicom"`` the pairs are ``dicomTr/synth_00000/image/`` (a DICOM series) and
+``dicomTr/synth_00000/seg/SEG.dcm`` (a DICOM SEG) instead, see
+:mod:`medgan.sampling.dicom_writer`; dataset.json lists those.
+
 Reproducibility: sample ``i`` is drawn from its own seed ``sample_seed(seed, i, attempt)``
 (recorded per case in ``dataset.json``), so the same checkpoint and seed give byte-identical
 files whatever the batch size, and ``LoadedGenerator.generate(1, seed=case["seed"])`` reproduces
@@ -49,7 +53,7 @@ from medgan.sampling.loader import (
     sample_seed,
 )
 from medgan.sampling.postprocess import MaskPostprocess
-from medgan.sampling.writer import synthetic_descrip, write_pair
+from medgan.sampling.writer import ras_affine, synthetic_descrip, write_pair
 from medgan.training import distributed
 
 log = logging.getLogger(__name__)
@@ -57,9 +61,11 @@ log = logging.getLogger(__name__)
 PARTIAL_PREFIX = ".partial-"
 NAME = "synth_{:05d}.nii.gz"
 NAME_RE = re.compile(r"^synth_(\d{5,})\.nii\.gz$")
+DIR_RE = re.compile(r"^synth_(\d{5,})$")  # DICOM case folders
 MAX_ATTEMPTS = 20  # draws per sample before giving up
 CONTACT_SHEET_MAX = 64
 MODALITY_NAMES = {"ct": "CT", "mr": "MR", "pet": "PET", "none": "image"}
+FORMATS = {"nifti": ("imagesTr", "labelsTr"), "dicom": ("dicomTr",)}  # format -> sub-folders
 Accept = Callable[[torch.Tensor], torch.Tensor]  # (B, C, *P) images -> (B,) bool keep
 
 
@@ -200,30 +206,40 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             f"{out}: output folder is not empty; pass --overwrite to replace its contents")
 
 
-def _finalise(partial: Path, out: Path, n: int, datalist: dict[str, Any]) -> None:
+def _finalise(partial: Path, out: Path, n: int, datalist: dict[str, Any],
+              subs: Sequence[str] = FORMATS["nifti"]) -> None:
     """Move the finished files into ``out``, drop outdated synth files, write dataset.json."""
     (out / "dataset.json").unlink(missing_ok=True)  # never list files while they change
-    for sub in ("imagesTr", "labelsTr"):
+    for sub in subs:
         if not (out / sub).exists():  # a new dataset: one rename instead of one per file
             os.replace(partial / sub, out / sub)
             continue
         for f in sorted((partial / sub).iterdir()):
+            if f.is_dir() and (out / sub / f.name).exists():  # a DICOM case folder: replaced
+                shutil.rmtree(out / sub / f.name)
             os.replace(f, out / sub / f.name)
         for f in (out / sub).iterdir():  # left by an earlier, larger run (overwrite)
-            m = NAME_RE.match(f.name)
+            m = NAME_RE.match(f.name) or DIR_RE.match(f.name)
             if m and int(m.group(1)) >= n:
-                f.unlink()
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
     os.replace(partial / "contact_sheet.png", out / "contact_sheet.png")
     write_json_atomic(out / "dataset.json", datalist)
     shutil.rmtree(partial, ignore_errors=True)
 
 
 def _datalist(loaded: LoadedGenerator, seeds: list[int], seed: int,
-              post: MaskPostprocess, max_similarity: float | None) -> dict[str, Any]:
+              post: MaskPostprocess, max_similarity: float | None,
+              file_format: str = "nifti") -> dict[str, Any]:
     sha = loaded.checkpoint_sha256
-    cases = [{"image": f"./imagesTr/{NAME.format(i)}", "label": f"./labelsTr/{NAME.format(i)}",
-              "synthetic": True, "seed": s, "checkpoint_sha256": sha}
-             for i, s in enumerate(seeds)]
+    if file_format == "dicom":
+        from medgan.sampling.dicom_writer import dicom_entry
+
+        cases = [{**dicom_entry(FORMATS["dicom"][0], i, loaded.image_channels), "synthetic": True,
+                  "seed": s, "checkpoint_sha256": sha} for i, s in enumerate(seeds)]
+    else:
+        cases = [{"image": f"./imagesTr/{NAME.format(i)}",
+                  "label": f"./labelsTr/{NAME.format(i)}", "synthetic": True, "seed": s,
+                  "checkpoint_sha256": sha} for i, s in enumerate(seeds)]
     name = MODALITY_NAMES[loaded.modality]
     return {
         "name": f"medgan synthetic {name} lesions",
@@ -238,14 +254,16 @@ def _datalist(loaded: LoadedGenerator, seeds: list[int], seed: int,
             "seed": seed, "medgan_version": __version__, "n": len(seeds),
             "use_ema": loaded.use_ema, "units": loaded.intensity.units,
             "spacing_mm": list(loaded.spacing_mm), "postprocess": post.to_dict(),
-            "max_similarity": max_similarity,
+            "max_similarity": max_similarity, "format": file_format,
         },
         "training": cases, "test": [],
     }
 
 
 def _check_options(n: int, batch_size: int, max_similarity: float | None,
-                   real_datalist: str | Path | None) -> None:
+                   real_datalist: str | Path | None, file_format: str = "nifti") -> None:
+    if file_format not in FORMATS:
+        raise ConfigError(f"file_format must be one of {', '.join(FORMATS)}, not {file_format!r}")
     if n < 1:
         raise ConfigError(f"n must be a positive number of samples, not {n}")
     if batch_size < 1:
@@ -263,6 +281,7 @@ def sample(
     device: str = "auto", use_ema: bool = True, overwrite: bool = False,
     max_similarity: float | None = None, real_datalist: str | Path | None = None,
     progress: bool = True, postprocess: MaskPostprocess | None = None, workers: int = 4,
+    file_format: str = "nifti",
 ) -> SampleResult:
     """Generate ``n`` pairs from ``checkpoint`` and write them as a decathlon dataset to ``out``.
 
@@ -285,20 +304,23 @@ def sample(
             patch of ``real_datalist`` exceeds this (e.g. 0.95); None disables the check.
         postprocess: mask clean-up settings (default :class:`MaskPostprocess`).
         workers: threads writing files while the next batch is generated.
+        file_format: "nifti" (NIfTI pairs) or "dicom" (a DICOM series + DICOM SEG per sample,
+            see :mod:`medgan.sampling.dicom_writer`; ct, mr and pet checkpoints; new UIDs in
+            every run, so only the pixel data is reproducible, not the bytes).
     """
-    _check_options(n, batch_size, max_similarity, real_datalist)
+    _check_options(n, batch_size, max_similarity, real_datalist, file_format)
     dist = distributed.setup(resolve_device(device), share_gpus=True)
     return _sample(checkpoint, n, Path(out), seed, batch_size, dist, use_ema, overwrite,
                    max_similarity, real_datalist, progress and dist.is_main,
-                   postprocess or MaskPostprocess(), workers)
+                   postprocess or MaskPostprocess(), workers, file_format)
 
 
-def _make_partial(out: Path) -> Path:
+def _make_partial(out: Path, subs: Sequence[str] = FORMATS["nifti"]) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         partial = out / f"{PARTIAL_PREFIX}{os.getpid()}"
-        (partial / "imagesTr").mkdir(parents=True)
-        (partial / "labelsTr").mkdir()
+        for sub in subs:
+            (partial / sub).mkdir(parents=True)
     except OSError as err:
         raise OutputError(f"{out}: cannot create the output folder ({err.strerror})") from None
     return partial
@@ -308,27 +330,32 @@ def _sample(
     checkpoint: str | Path, n: int, out: Path, seed: int, batch_size: int,
     dist: distributed.DistInfo, use_ema: bool, overwrite: bool, max_similarity: float | None,
     real_datalist: str | Path | None, progress: bool, post: MaskPostprocess, workers: int,
+    file_format: str = "nifti",
 ) -> SampleResult:
     """:func:`sample` in one process of ``dist``: rank ``r`` of ``W`` makes samples
     ``r, r + W, r + 2W, ...`` into rank 0's partial folder; rank 0 finalises."""
     dist.on_main(lambda: _prepare_out(out, overwrite))
     loaded = load_generator(checkpoint, device=dist.device, use_ema=use_ema)
+    if file_format == "dicom" and loaded.modality == "none":
+        raise ConfigError(f"{loaded.checkpoint_path}: file_format 'dicom' needs a ct, mr or pet "
+                          "checkpoint, not modality 'none'")
     accept = None
     if max_similarity is not None and real_datalist is not None:
         accept = _similarity_filter(loaded, real_datalist, max_similarity, progress)
-    partial = dist.broadcast(dist.on_main(lambda: _make_partial(out)))
+    subs = FORMATS[file_format]
+    partial = dist.broadcast(dist.on_main(lambda: _make_partial(out, subs)))
     start = time.perf_counter()
     try:
         seeds, counts, sheet = _write_samples(
             loaded, range(dist.rank, n, dist.world_size), n, seed, batch_size, post, accept,
-            partial, workers, progress, render_sheet=not dist.active)
+            partial, workers, progress, render_sheet=not dist.active, file_format=file_format)
         if dist.active:  # every rank's share of seeds, redraw counts and contact-sheet pairs
             seeds, counts, sheet = _merge(dist.all_gather((seeds, counts, sheet)))
         if dist.is_main:
             if dist.active:
                 _render_sheet(sheet, n, partial)
             _finalise(partial, out, n, _datalist(loaded, [seeds[i] for i in range(n)], seed,
-                                                 post, max_similarity))
+                                                 post, max_similarity, file_format), subs)
         dist.barrier()  # no rank returns before the files are in place
     except OSError as err:  # disk full, permissions (a failed NIfTI write is an OutputError)
         shutil.rmtree(partial, ignore_errors=True)
@@ -367,7 +394,7 @@ def _render_sheet(sheet: dict[int, torch.Tensor], n: int, partial: Path) -> Path
 def _write_samples(
     loaded: LoadedGenerator, indices: Sequence[int], n: int, seed: int, batch_size: int,
     post: MaskPostprocess, accept: Accept | None, partial: Path, workers: int, progress: bool,
-    render_sheet: bool = True,
+    render_sheet: bool = True, file_format: str = "nifti",
 ) -> tuple[dict[int, int], RedrawCounts, dict[int, torch.Tensor]]:
     """Generate samples ``indices`` of ``n`` on the device, write them on a thread pool.
 
@@ -396,10 +423,14 @@ def _write_samples(
                 for (i, s, image, mask), phys in zip(batch, physical, strict=True):
                     seeds[i] = s
                     name = NAME.format(i)
-                    pending.append((pool.submit(
-                        write_pair, phys, mask, partial / "imagesTr" / name,
-                        partial / "labelsTr" / name, spacing, synthetic_descrip(sha, s, i),
-                        atomic=False), 1))
+                    if file_format == "dicom":
+                        task = pool.submit(_write_dicom, loaded, phys, mask, partial, i, s)
+                    else:
+                        task = pool.submit(
+                            write_pair, phys, mask, partial / "imagesTr" / name,
+                            partial / "labelsTr" / name, spacing, synthetic_descrip(sha, s, i),
+                            atomic=False)
+                    pending.append((task, 1))
                     if i < CONTACT_SHEET_MAX:
                         sheet[i] = torch.cat([image, torch.from_numpy(mask)[None].float() * 2 - 1])
                         if render_sheet and len(sheet) == n_sheet:  # while the rest is made
@@ -415,3 +446,13 @@ def _write_samples(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return seeds, counts, sheet
+
+
+def _write_dicom(loaded: LoadedGenerator, image: np.ndarray, mask: np.ndarray, partial: Path,
+                 index: int, seed: int) -> None:
+    """One sample as ``dicomTr/synth_XXXXX/`` (DICOM series + SEG) in the staging folder."""
+    from medgan.sampling.dicom_writer import SyntheticSource, write_dicom_case
+
+    folder = partial / FORMATS["dicom"][0] / NAME.format(index).removesuffix(".nii.gz")
+    write_dicom_case(image, mask, folder, ras_affine(loaded.spacing_mm), loaded.modality,
+                     SyntheticSource(loaded.checkpoint_sha256, seed, index), atomic=False)
