@@ -112,6 +112,11 @@ def write_seg(path: Path, series: Path, mask: np.ndarray, labels: Sequence[str] 
     from pydicom.sr.codedict import codes
 
     slices = read_series(series)
+    for ds in slices:  # type 2 attributes that highdicom copies from the source images
+        for keyword in ("PatientSex", "PatientBirthDate", "StudyID", "StudyTime",
+                        "AccessionNumber", "ReferringPhysicianName", "StudyDate"):
+            if keyword not in ds:
+                setattr(ds, keyword, "")
     masks = np.asarray(mask)[None] if np.ndim(mask) == 3 else np.asarray(mask)
     frames = np.stack([m.transpose(2, 1, 0) for m in masks], axis=-1)  # (Z, rows, cols, S)
     frames = frames.astype(np.float32) if fractional else frames.astype(np.uint8)

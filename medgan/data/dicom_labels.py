@@ -215,6 +215,34 @@ def read_dicom_label(label_path: str | Path, image, image_path: str | Path,
     reader = rasterise_rtstruct if kind == "RTSTRUCT" else resample_seg
     mask, report = reader(label_path, np.asarray(image.affine), tuple(image.shape[1:]), series,
                           list(roi_names))
-    meta = {k: v for k, v in image.meta.items() if not str(k)[:1].isdigit()}  # no DICOM tags
+    meta = {k: v for k, v in image.meta.items()  # no DICOM tags; the affine is passed below
+            if not str(k)[:1].isdigit() and k != "affine"}
     meta["filename_or_obj"] = str(label_path)
     return MetaTensor(mask[None], affine=image.affine.clone(), meta=meta), report
+
+
+def one_slice_volume(image, path: str | Path):
+    """A one-file DICOM series that MONAI read as 2D ``(C, X, Y)`` as a 3D ``(C, X, Y, 1)``
+    MetaTensor whose affine comes from the file's geometry (slice thickness as the third axis).
+    """
+    import pydicom
+    from monai.data import MetaTensor
+
+    folder = Path(path)
+    first = min(f for f in folder.iterdir() if f.is_file()) if folder.is_dir() else folder
+    ds = pydicom.dcmread(first, stop_before_pixels=True)
+    try:
+        r, c = (np.asarray(ds.ImageOrientationPatient, dtype=np.float64).reshape(2, 3))
+        row_mm, col_mm = (float(v) for v in ds.PixelSpacing)
+        origin = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+    except (AttributeError, ValueError, TypeError):
+        raise DataError(f"{path}: one-slice DICOM series without a complete geometry "
+                        "(ImageOrientationPatient, ImagePositionPatient, PixelSpacing)") from None
+    thickness = float(ds.get("SliceThickness") or ds.get("SpacingBetweenSlices") or 1.0)
+    lps = np.eye(4)
+    # MONAI's array: axis 0 runs along a row (columns), axis 1 down the columns (rows)
+    lps[:3, 0], lps[:3, 1] = r * col_mm, c * row_mm
+    lps[:3, 2], lps[:3, 3] = np.cross(r, c) * thickness, origin
+    meta = {k: v for k, v in image.meta.items() if k not in ("affine", "original_affine")}
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return MetaTensor(image.as_tensor()[..., None], affine=ras, meta=meta)

@@ -180,6 +180,10 @@ def read_image(path: str) -> MetaTensor:
             img = _loader(_reader_kind(path))(path)
     except Exception as err:  # readers raise many types; each is a user-file problem here
         raise DataError(_explain_read_error(path, err)) from None
+    if img.ndim == 3 and _reader_kind(path) == "dicom":  # a one-slice series (2D samples)
+        from medgan.data.dicom_labels import one_slice_volume
+
+        img = one_slice_volume(img, path)
     if img.ndim != 4:
         raise DataError(
             f"{path}: expected a 3D volume (optionally with channels), got shape "
