@@ -17,10 +17,14 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medgan.errors import DataError
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -185,8 +189,8 @@ def check_frame_of_reference(label_for: str | None, series: SeriesInfo, path: st
             "scan or patient position")
 
 
-def read_dicom_label(label_path: str | Path, image, image_path: str | Path,
-                     roi_names: Sequence[RoiSelector]):
+def read_dicom_label(label_path: str | Path, image: MetaTensor, image_path: str | Path,
+                     roi_names: Sequence[RoiSelector]) -> tuple[MetaTensor, DicomLabelReport]:
     """Read an RTSTRUCT / SEG label onto ``image``'s grid.
 
     Args:
@@ -196,7 +200,7 @@ def read_dicom_label(label_path: str | Path, image, image_path: str | Path,
         roi_names: selectors, see the module docstring.
 
     Returns:
-        ``(label, report)``: a uint8 ``MetaTensor`` ``(1, X, Y, Z)`` with the image's affine and
+        The label, a uint8 ``MetaTensor`` ``(1, X, Y, Z)`` with the image's affine and
         metadata, and the :class:`DicomLabelReport`.
     """
     from monai.data import MetaTensor
@@ -221,7 +225,7 @@ def read_dicom_label(label_path: str | Path, image, image_path: str | Path,
     return MetaTensor(mask[None], affine=image.affine.clone(), meta=meta), report
 
 
-def one_slice_volume(image, path: str | Path):
+def one_slice_volume(image: MetaTensor, path: str | Path) -> MetaTensor:
     """A one-file DICOM series that MONAI read as 2D ``(C, X, Y)`` as a 3D ``(C, X, Y, 1)``
     MetaTensor whose affine comes from the file's geometry (slice thickness as the third axis).
     """

@@ -97,8 +97,9 @@ def series_datasets(volume: np.ndarray, affine: np.ndarray, modality: str,
         affine: voxel index -> RAS mm (4 x 4), as MONAI / NIfTI.
         modality: ``"ct"``, ``"mr"`` or ``"pet"``.
         source: checkpoint / seed / index recorded in the headers.
-        study, frame: Study and Frame of Reference UIDs shared with other series of the case
-            (new ones when None).
+        study: Study Instance UID shared with the case's other series (new when None).
+        frame: Frame of Reference UID shared likewise (new when None).
+        series_number: SeriesNumber of this series.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
