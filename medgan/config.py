@@ -80,6 +80,12 @@ class DataConfig(_Strict):
     lesion_labels: list[int] = Field(
         [1], min_length=1, description="Label values that together form the lesion (binary mask)."
     )
+    roi_names: list[str | int] = Field(
+        ["*GTV*"], min_length=1,
+        description="Labels stored as DICOM RTSTRUCT or SEG: the ROIs / segments that form the "
+        "lesion, as case-insensitive name patterns ('*GTV*') or ROI / segment numbers; their "
+        "union is the lesion. A datalist entry's own 'roi_names' takes precedence.",
+    )
     patch_size: int = Field(64, description="Patch edge length in voxels (2D: axial slice patch).")
     lesion_free_fraction: float = Field(
         0.0, ge=0.0, lt=1.0, description="Fraction of extracted patches that contain no lesion."

@@ -25,7 +25,9 @@ from helpers_data import config_dict, write_datalist, write_nifti
 from medgan.cli import main
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-JPEGLS_SERIES = SHARED_DATA / "dicom" / "vendors" / "generic" / "compressed_jpegls" / "001"
+# JPEG Lossless (process 14): no decoder comes with medgan's own dependencies (highdicom brings
+# a JPEG-LS one, pillow a JPEG 2000 one); pylibjpeg-libjpeg from medgan[dicom] decodes it
+JPEGLS_SERIES = SHARED_DATA / "dicom" / "vendors" / "generic" / "compressed_jpeg" / "001"
 
 
 @dataclass
@@ -196,10 +198,10 @@ def jpegls_unusable() -> str | None:
     """Why the compressed-DICOM case cannot run here (None = it can)."""
     if not JPEGLS_SERIES.is_dir():
         return f"{JPEGLS_SERIES} is absent"
-    from pydicom.pixels.decoders import JPEGLSLosslessDecoder
+    from pydicom.pixels.decoders import JPEGLosslessSV1Decoder
 
-    if JPEGLSLosslessDecoder.is_available:
-        return "a JPEG-LS decoder is installed"
+    if JPEGLosslessSV1Decoder.is_available:
+        return "a JPEG Lossless decoder is installed"
     return None
 
 

@@ -284,10 +284,14 @@ def check_datalist(data: Path, skip_bad: bool = False) -> None:
               help="Drop mask components smaller than this (default: 10 in 2D, 20 in 3D).")
 @click.option("--keep-largest", is_flag=True, default=False,
               help="Keep only the largest connected lesion component of each mask.")
+@click.option("--format", "file_format", type=click.Choice(["nifti", "dicom"]), default="nifti",
+              help="nifti: imagesTr/ + labelsTr/ NIfTI pairs; dicom: a DICOM series + DICOM SEG "
+                   "per sample in dicomTr/ (new UIDs, marked synthetic).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, device: str,
                ema: bool, overwrite: bool, max_similarity: float | None, real_data: Path | None,
-               min_lesion_voxels: int | None, keep_largest: bool, progress: bool) -> None:
+               min_lesion_voxels: int | None, keep_largest: bool, file_format: str,
+               progress: bool) -> None:
     """Generate N synthetic lesion image + mask pairs from a checkpoint as a MONAI dataset.
 
     Images are written in physical units (HU, SUV, MR scale) with the training spacing, masks
@@ -311,7 +315,8 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
                     use_ema=ema, overwrite=overwrite, max_similarity=max_similarity,
                     real_datalist=real_data, progress=progress,
                     postprocess=MaskPostprocess(min_size=min_lesion_voxels,
-                                                keep_largest=keep_largest))
+                                                keep_largest=keep_largest),
+                    file_format=file_format)
     click.echo(f"wrote {result.n} pairs ({result.samples_per_s:.1f} samples/s)")
     click.echo(f"datalist:      {result.datalist}")
     click.echo(f"contact sheet: {result.contact_sheet}")

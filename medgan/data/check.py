@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from medgan.config import MedganConfig
 from medgan.data.datalist import Case, image_files
-from medgan.data.transforms import CheckCase, check_modality, read_image
+from medgan.data.transforms import CheckCase, check_modality, read_image, read_label
 from medgan.errors import DataError
 
 
@@ -39,6 +39,7 @@ class CaseReport:
     lesion_volume_ml: float = 0.0
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # RTSTRUCT / SEG: structures found and used
 
     @property
     def ok(self) -> bool:
@@ -86,11 +87,14 @@ def _check_one(case: Case, config: MedganConfig) -> CaseReport:
     rep = CaseReport(case["case_id"], ", ".join(image_files(case)), case["label"])
     try:
         channels = [read_image(f) for f in image_files(case)]
-        label = read_image(case["label"])
+        label, dicom_label = read_label(case, channels[0], config.data.roi_names)
         check_modality(case, config.modality)  # after reading: unreadable files come first
     except DataError as err:
         rep.errors.append(str(err))
         return rep
+    if dicom_label is not None:
+        rep.notes += dicom_label.notes()
+        rep.warnings += dicom_label.problems()
     image = channels[0]
     rep.shape = list(image.shape[1:])
     rep.channels = sum(int(c.shape[0]) for c in channels)
@@ -181,6 +185,7 @@ def format_report(report: DatasetReport) -> str:
                      f"cases without lesion: {s['cases_without_lesion']}")
     problems = [(e, "error") for c in report.cases for e in c.errors]
     problems += [(w, "warning") for c in report.cases for w in c.warnings]
+    problems += [(n, "info") for c in report.cases for n in c.notes]
     if problems:
         lines.append("")
         lines += [f"{kind}: {msg}" for msg, kind in problems]

@@ -7,7 +7,11 @@ Three layouts are understood, all returning the same list of case dicts
 * a folder pair ``imagesTr/`` + ``labelsTr/`` matched by file name (nnU-Net ``_0000`` channel
   suffixes are grouped into multi-channel images);
 * a folder of DICOM series folders, one case per sub-folder, each holding the image series in
-  ``image/`` (or DICOM files directly) and a NIfTI label ``label.nii.gz`` / ``mask.nii.gz``.
+  ``image/`` (or DICOM files directly) and a label: a NIfTI ``label.nii.gz`` / ``mask.nii.gz``,
+  or a DICOM RTSTRUCT / SEG file (see :func:`medgan.data.dicom_labels.find_dicom_label`).
+
+A decathlon entry may also give ``roi_names`` (the ROIs / segments of an RTSTRUCT / SEG label
+that form the lesion), which then replaces ``data.roi_names`` for that case.
 """
 
 from __future__ import annotations
@@ -80,11 +84,23 @@ def load_decathlon_json(path: Path, key: str = "training") -> list[Case]:
             img = _resolve_inside(root, image, path, f"{where}.image")
         label = _resolve_inside(root, entry["label"], path, f"{where}.label")
         case = {"image": img, "label": label, "case_id": entry.get("case_id")}
+        if "roi_names" in entry:
+            case["roi_names"] = _roi_names(entry["roi_names"], path, where)
         if declared:
             case["declared_modality"] = declared
         cases.append(case)
     _assign_case_ids(cases)
     return cases
+
+
+def _roi_names(value: Any, path: Path, where: str) -> list[str | int]:
+    ok = isinstance(value, list) and value and all(
+        isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip()
+        for v in value)
+    if not ok:
+        raise DataError(f"{path}: {where}.roi_names must be a non-empty list of ROI names or "
+                        f"numbers, not {value!r}")
+    return list(value)
 
 
 def _declared_modality(value: Any, path: Path) -> dict[str, Any] | None:
@@ -148,6 +164,8 @@ def load_folder_pair(folder: Path, problems: list[str] | None = None) -> list[Ca
 
 
 def _dicom_case(case_dir: Path) -> Case | None:
+    from medgan.data.dicom_labels import find_dicom_label
+
     label = next(
         (
             case_dir / f"{n}{s}"
@@ -158,6 +176,8 @@ def _dicom_case(case_dir: Path) -> Case | None:
         None,
     )
     image_dir = case_dir / "image" if (case_dir / "image").is_dir() else case_dir
+    if label is None:
+        label = find_dicom_label(case_dir, image_dir)
     if label is None:
         return None
     if not any(f.is_file() and not f.name.endswith(NIFTI_SUFFIXES) for f in image_dir.iterdir()):
@@ -171,11 +191,13 @@ def _dicom_case(case_dir: Path) -> Case | None:
 
 
 def load_dicom_folders(folder: Path) -> list[Case]:
-    """One case per sub-folder: a DICOM series (in ``image/`` or directly) + a NIfTI label."""
+    """One case per sub-folder: a DICOM series (in ``image/`` or directly) + a label (NIfTI,
+    RTSTRUCT or SEG)."""
     cases = [c for d in sorted(folder.iterdir()) if d.is_dir() and (c := _dicom_case(d))]
     if not cases:
         raise DataError(
-            f"{folder}: no case folders with a DICOM series and a label.nii.gz/mask.nii.gz"
+            f"{folder}: no case folders with a DICOM series and a label (label.nii.gz/"
+            "mask.nii.gz, or an RTSTRUCT / DICOM SEG file)"
         )
     return cases
 

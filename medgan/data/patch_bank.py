@@ -156,6 +156,8 @@ def cache_key(cases: Sequence[Case], config: MedganConfig, seed: int) -> str:
         "data": settings["data"], "intensity": settings["intensity"], "files": stats,
         "ids": [c["case_id"] for c in cases], "seed": seed,
     }
+    if any("roi_names" in c for c in cases):  # per-case RTSTRUCT / SEG structure choice
+        payload["roi_names"] = [c.get("roi_names") for c in cases]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 

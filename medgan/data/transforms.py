@@ -164,6 +164,10 @@ def read_image(path: str) -> MetaTensor:
             img = _loader(_reader_kind(path))(path)
     except Exception as err:  # readers raise many types; each is a user-file problem here
         raise DataError(_explain_read_error(path, err)) from None
+    if img.ndim == 3 and _reader_kind(path) == "dicom":  # a one-slice series (2D samples)
+        from medgan.data.dicom_labels import one_slice_volume
+
+        img = one_slice_volume(img, path)
     if img.ndim != 4:
         raise DataError(
             f"{path}: expected a 3D volume (optionally with channels), got shape "
@@ -178,11 +182,33 @@ def _same_geometry(a: MetaTensor, b: MetaTensor) -> bool:
     )
 
 
-class LoadCased(MapTransform):
-    """Read ``image`` (one file/series or a list = channels) and ``label`` of a case."""
+def read_label(case: Case, image: MetaTensor, roi_names: Sequence[str | int] = ("*GTV*",)
+               ) -> tuple[MetaTensor, Any]:
+    """The case's label ``(1, X, Y, Z)`` and, for an RTSTRUCT / SEG, what reading it found.
 
-    def __init__(self, keys: KeysCollection = ("image", "label")) -> None:
+    NIfTI / DICOM image labels are read as images; RTSTRUCT and DICOM SEG files are rasterised
+    onto ``image``'s grid (:mod:`medgan.data.dicom_labels`), with the case's own
+    ``roi_names`` when its datalist entry gives them.
+    """
+    from medgan.data.dicom_labels import dicom_label_kind, read_dicom_label
+
+    path = case["label"]
+    if not dicom_label_kind(path):
+        return read_image(path), None
+    return read_dicom_label(path, image, image_files(case)[0],
+                            case.get("roi_names") or list(roi_names))
+
+
+class LoadCased(MapTransform):
+    """Read ``image`` (one file/series or a list = channels) and ``label`` of a case.
+
+    ``roi_names`` picks the structures of RTSTRUCT / DICOM SEG labels (``data.roi_names``).
+    """
+
+    def __init__(self, keys: KeysCollection = ("image", "label"),
+                 roi_names: Sequence[str | int] = ("*GTV*",)) -> None:
         super().__init__(keys)
+        self.roi_names = list(roi_names)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -197,7 +223,10 @@ class LoadCased(MapTransform):
         if not isinstance(image, MetaTensor):
             image = MetaTensor(image, affine=channels[0].affine, meta=channels[0].meta)
         d["image"] = image.float()
-        label = read_image(d["label"])
+        label, report = read_label(data, channels[0], self.roi_names)
+        if report is not None:
+            for line in report.problems():
+                logging.getLogger(__name__).warning(line)
         if label.shape[0] != 1:
             raise DataError(f"{d['label']}: label must have one channel, not {label.shape[0]}")
         d["label"] = label
@@ -272,7 +301,7 @@ class LesionMaskd(MapTransform):
 def build_case_transforms(config: MedganConfig) -> Compose:
     """The full load -> check -> RAS -> spacing -> mask -> normalise chain for ``config``."""
     chain: list[Any] = [
-        LoadCased(),
+        LoadCased(roi_names=config.data.roi_names),
         CheckCased(),
         # labels given explicitly: nibabel's RAS convention (MONAI's current default, which
         # warns that it will change to the meta-tensor's own space)

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from medgan.sampling.dicom_writer import SyntheticSource, write_dicom_case
 from medgan.sampling.draws import Accept, RedrawCounts, iter_batches
 from medgan.sampling.loader import LoadedGenerator
-from medgan.sampling.output import NAME
+from medgan.sampling.output import FORMATS, NAME
 from medgan.sampling.postprocess import MaskPostprocess
-from medgan.sampling.writer import synthetic_descrip, write_pair
+from medgan.sampling.writer import ras_affine, synthetic_descrip, write_pair
 from medgan.visualize import save_grid
 
 CONTACT_SHEET_MAX = 64
@@ -35,7 +36,7 @@ def render_sheet(sheet: dict[int, torch.Tensor], n: int, partial: Path) -> Path:
 def write_samples(
     loaded: LoadedGenerator, indices: Sequence[int], n: int, seed: int, batch_size: int,
     post: MaskPostprocess, accept: Accept | None, partial: Path, workers: int, progress: bool,
-    draw_sheet: bool = True,
+    draw_sheet: bool = True, file_format: str = "nifti",
 ) -> tuple[dict[int, int], RedrawCounts, dict[int, torch.Tensor]]:
     """Generate samples ``indices`` of ``n`` on the device, write them on a thread pool.
 
@@ -64,10 +65,14 @@ def write_samples(
                 for (i, s, image, mask), phys in zip(batch, physical, strict=True):
                     seeds[i] = s
                     name = NAME.format(i)
-                    pending.append((pool.submit(
-                        write_pair, phys, mask, partial / "imagesTr" / name,
-                        partial / "labelsTr" / name, spacing, synthetic_descrip(sha, s, i),
-                        atomic=False), 1))
+                    if file_format == "dicom":
+                        task = pool.submit(_write_dicom, loaded, phys, mask, partial, i, s)
+                    else:
+                        task = pool.submit(
+                            write_pair, phys, mask, partial / "imagesTr" / name,
+                            partial / "labelsTr" / name, spacing, synthetic_descrip(sha, s, i),
+                            atomic=False)
+                    pending.append((task, 1))
                     if i < CONTACT_SHEET_MAX:
                         sheet[i] = torch.cat([image, torch.from_numpy(mask)[None].float() * 2 - 1])
                         if draw_sheet and len(sheet) == n_sheet:  # while the rest is made
@@ -83,3 +88,11 @@ def write_samples(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return seeds, counts, sheet
+
+
+def _write_dicom(loaded: LoadedGenerator, image: np.ndarray, mask: np.ndarray, partial: Path,
+                 index: int, seed: int) -> None:
+    """One sample as ``dicomTr/synth_XXXXX/`` (DICOM series + SEG) in the staging folder."""
+    folder = partial / FORMATS["dicom"][0] / NAME.format(index).removesuffix(".nii.gz")
+    write_dicom_case(image, mask, folder, ras_affine(loaded.spacing_mm), loaded.modality,
+                     SyntheticSource(loaded.checkpoint_sha256, seed, index), atomic=False)

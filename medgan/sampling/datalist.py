@@ -9,7 +9,7 @@ from typing import Any
 from medgan._version import __version__
 from medgan.modalities import display_name
 from medgan.sampling.loader import LoadedGenerator
-from medgan.sampling.output import NAME
+from medgan.sampling.output import FORMATS, NAME, dicom_entry
 from medgan.sampling.postprocess import MaskPostprocess
 
 
@@ -32,17 +32,21 @@ def recorded_checkpoint(datalist_dir: str | Path, info: dict[str, Any]) -> Path 
 
 
 def synthetic_datalist(loaded: LoadedGenerator, seeds: list[int], seed: int,
-                       post: MaskPostprocess, max_similarity: float | None, out: Path
-                       ) -> dict[str, Any]:
+                       post: MaskPostprocess, max_similarity: float | None, out: Path,
+                       file_format: str = "nifti") -> dict[str, Any]:
     """The decathlon ``dataset.json`` of ``len(seeds)`` samples written to ``out``.
 
     Every path is relative to ``out`` (the checkpoint's too, with its SHA-256), so the folder
     can be moved or shared with its checkpoint alongside.
     """
     sha = loaded.checkpoint_sha256
-    cases = [{"image": f"./imagesTr/{NAME.format(i)}", "label": f"./labelsTr/{NAME.format(i)}",
-              "synthetic": True, "seed": s, "checkpoint_sha256": sha}
-             for i, s in enumerate(seeds)]
+    if file_format == "dicom":
+        cases = [{**dicom_entry(FORMATS["dicom"][0], i, loaded.image_channels), "synthetic": True,
+                  "seed": s, "checkpoint_sha256": sha} for i, s in enumerate(seeds)]
+    else:
+        cases = [{"image": f"./imagesTr/{NAME.format(i)}",
+                  "label": f"./labelsTr/{NAME.format(i)}", "synthetic": True, "seed": s,
+                  "checkpoint_sha256": sha} for i, s in enumerate(seeds)]
     name = display_name(loaded.modality)
     return {
         "name": f"medgan synthetic {name} lesions",
@@ -57,7 +61,7 @@ def synthetic_datalist(loaded: LoadedGenerator, seeds: list[int], seed: int,
             "seed": seed, "medgan_version": __version__, "n": len(seeds),
             "use_ema": loaded.use_ema, "units": loaded.intensity.units,
             "spacing_mm": list(loaded.spacing_mm), "postprocess": post.to_dict(),
-            "max_similarity": max_similarity,
+            "max_similarity": max_similarity, "format": file_format,
         },
         "training": cases, "test": [],
     }

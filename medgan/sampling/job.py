@@ -7,6 +7,10 @@ Output folder::
     dataset.json                  decathlon datalist ("training"), every case marked synthetic
     contact_sheet.png             the first 64 pairs, mask outlines in red
 
+With ``file_format="dicom"`` the pairs are ``dicomTr/synth_00000/image/`` (a DICOM series) and
+``dicomTr/synth_00000/seg/SEG.dcm`` (a DICOM SEG) instead, see
+:mod:`medgan.sampling.dicom_writer`; dataset.json lists those.
+
 Reproducibility: sample ``i`` is drawn from its own seed ``sample_seed(seed, i, attempt)``
 (recorded per case in ``dataset.json``), so the same checkpoint and seed give byte-identical
 files whatever the batch size, and ``LoadedGenerator.generate(1, seed=case["seed"])`` reproduces
@@ -39,7 +43,7 @@ from medgan.sampling.datalist import synthetic_datalist
 from medgan.sampling.draws import RedrawCounts, iter_batches, iter_samples
 from medgan.sampling.filters import similarity_filter
 from medgan.sampling.loader import load_generator
-from medgan.sampling.output import finalise, make_partial, prepare_out
+from medgan.sampling.output import FORMATS, finalise, make_partial, prepare_out
 from medgan.sampling.postprocess import MaskPostprocess
 
 __all__ = ["RedrawCounts", "SampleJob", "SampleResult", "iter_batches", "iter_samples", "sample"]
@@ -82,10 +86,14 @@ class SampleJob:
     progress: bool = True
     postprocess: MaskPostprocess | None = None
     workers: int = 4
+    file_format: str = "nifti"
 
 
 def _check_options(n: int, batch_size: int, max_similarity: float | None,
-                   real_datalist: str | Path | None) -> None:
+                   real_datalist: str | Path | None, file_format: str = "nifti") -> None:
+    if file_format not in FORMATS:
+        raise ConfigError(f"must be one of {', '.join(FORMATS)}, not {file_format!r}",
+                          param="file_format")
     if n < 1:
         raise ConfigError(f"n must be a positive number of samples, not {n}")
     if batch_size < 1:
@@ -103,6 +111,7 @@ def sample(
     device: str = "auto", use_ema: bool = True, overwrite: bool = False,
     max_similarity: float | None = None, real_datalist: str | Path | None = None,
     progress: bool = True, postprocess: MaskPostprocess | None = None, workers: int = 4,
+    file_format: str = "nifti",
 ) -> SampleResult:
     """Generate ``n`` pairs from ``checkpoint`` and write them as a decathlon dataset to ``out``.
 
@@ -125,12 +134,15 @@ def sample(
             patch of ``real_datalist`` exceeds this (e.g. 0.95); None disables the check.
         postprocess: mask clean-up settings (default :class:`MaskPostprocess`).
         workers: threads writing files while the next batch is generated.
+        file_format: "nifti" (NIfTI pairs) or "dicom" (a DICOM series + DICOM SEG per sample,
+            see :mod:`medgan.sampling.dicom_writer`; ct, mr and pet checkpoints; new UIDs in
+            every run, so only the pixel data is reproducible, not the bytes).
     """
-    _check_options(n, batch_size, max_similarity, real_datalist)
+    _check_options(n, batch_size, max_similarity, real_datalist, file_format)
     dist = distributed.setup(resolve_device(device), share_gpus=True)
     job = SampleJob(checkpoint, n, Path(out), seed, batch_size, use_ema, overwrite,
                     max_similarity, real_datalist, progress and dist.is_main,
-                    postprocess or MaskPostprocess(), workers)
+                    postprocess or MaskPostprocess(), workers, file_format)
     return run_job(job, dist)
 
 
@@ -141,23 +153,28 @@ def run_job(job: SampleJob, dist: distributed.DistInfo) -> SampleResult:
     post = job.postprocess or MaskPostprocess()
     dist.on_main(lambda: prepare_out(out, job.overwrite))
     loaded = load_generator(job.checkpoint, device=dist.device, use_ema=job.use_ema)
+    if job.file_format == "dicom" and loaded.modality == "none":
+        raise ConfigError(f"{loaded.checkpoint_path}: file_format 'dicom' needs a ct, mr or pet "
+                          "checkpoint, not modality 'none'")
     accept = None
     if job.max_similarity is not None and job.real_datalist is not None:
         accept = similarity_filter(loaded, job.real_datalist, job.max_similarity, job.progress)
-    partial = dist.broadcast(dist.on_main(lambda: make_partial(out)))
+    subs = FORMATS[job.file_format]
+    partial = dist.broadcast(dist.on_main(lambda: make_partial(out, subs)))
     start = time.perf_counter()
     try:
         seeds, counts, sheet = write_samples(
             loaded, range(dist.rank, n, dist.world_size), n, seed, job.batch_size, post,
-            accept, partial, job.workers, job.progress, draw_sheet=not dist.active)
+            accept, partial, job.workers, job.progress, draw_sheet=not dist.active,
+            file_format=job.file_format)
         if dist.active:  # every rank's share of seeds, redraw counts and contact-sheet pairs
             seeds, counts, sheet = _merge(dist.all_gather((seeds, counts, sheet)))
         if dist.is_main:
             if dist.active:
                 render_sheet(sheet, n, partial)
             datalist = synthetic_datalist(loaded, [seeds[i] for i in range(n)], seed, post,
-                                          job.max_similarity, out)
-            finalise(partial, out, n, datalist)
+                                          job.max_similarity, out, job.file_format)
+            finalise(partial, out, n, datalist, subs)
         dist.barrier()  # no rank returns before the files are in place
     except OSError as err:  # disk full, permissions (a failed NIfTI write is an OutputError)
         shutil.rmtree(partial, ignore_errors=True)
