@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medgan._version import __version__
 from medgan.modalities import display_name
-from medgan.sampling.loader import LoadedGenerator
 from medgan.sampling.output import FORMATS, NAME, dicom_entry
-from medgan.sampling.postprocess import MaskPostprocess
+
+if TYPE_CHECKING:  # annotations only: reading a datalist's provenance needs no torch
+    from medgan.sampling.loader import LoadedGenerator
+    from medgan.sampling.postprocess import MaskPostprocess
 
 
 def _relative(path: Path, start: Path) -> str:
