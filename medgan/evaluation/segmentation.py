@@ -160,7 +160,7 @@ class _ArmFactory:
             from medgan.augment import RandSyntheticLesiond
 
             return RandSyntheticLesiond(keys, generator=self.generator, prob=self.settings.ratio,
-                                        foreground_key="foreground"), None
+                                        foreground_key="foreground", units="model"), None
         if arm == "real+aug+synthetic":
             return None, synthetic_pool(self.generator, self.settings, seed)
         if arm == "real+aug+carvemix":
