@@ -244,15 +244,15 @@ class RandSyntheticLesion(RandomizableTransform):
         spatial = tuple(img.shape[1:])
         occupied = None if label is None else _numpy(label).reshape(spatial) > 0
         lo = np.argwhere(mask).min(0)
-        found = place_mask(tight(mask), self.allowed_region(img, foreground),
-                           np.random.default_rng(self._place_seed), occupied,
-                           self.generator.spacing_mm, self.margin_mm)
+        region = self.allowed_region(img, foreground)
+        found = place_mask(tight(mask), region, np.random.default_rng(self._place_seed),
+                           occupied, self.generator.spacing_mm, self.margin_mm)
         if not found.ok:
             return self._skip(str(found.reason), img, label)
-        return self._paste(img, label, pair, mask, found.offset, lo, foreground, occupied)
+        return self._paste(img, label, pair, mask, found.offset, lo, region, occupied)
 
     def _paste(self, img: Array, label: Array | None, generated: np.ndarray, mask: np.ndarray,
-               offset: tuple[int, ...], lo: np.ndarray, foreground: Array | None,
+               offset: tuple[int, ...], lo: np.ndarray, region: np.ndarray,
                occupied: np.ndarray | None) -> tuple[Array, Array | None]:
         d, spatial = mask.ndim, tuple(img.shape[1:])
         origin = [o - a for o, a in zip(offset[:d], lo, strict=True)]  # patch corner in image
@@ -271,8 +271,7 @@ class RandSyntheticLesion(RandomizableTransform):
             high = np.asarray(self.generator.intensity.high, np.float64)
         else:
             low, high = -np.ones(len(gen)), np.ones(len(gen))
-        region = self.allowed_region(img, foreground)[window]
-        mapped = _offset_intensity(gen, real, mask, region, low, high)
+        mapped = _offset_intensity(gen, real, mask, region[window], low, high)
         w = _blend_weight(mask, self.blend_sigma)
         if occupied is not None:
             w = np.where(occupied[window], 0.0, w)  # existing lesions keep their voxels

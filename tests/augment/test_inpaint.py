@@ -147,6 +147,21 @@ def test_bad_masks_and_images_are_skipped_with_a_counted_reason():
         RandLesionInpaint(_gen(), _source(3))
 
 
+class _EmptySource:
+    spatial_dims = 2
+    last_skip = None
+
+    def __call__(self, rng):
+        return np.zeros((4, 4), bool)
+
+
+def test_an_empty_mask_is_skipped_and_counted():
+    img, lab = _image((48, 48))
+    t = RandLesionInpaint(_gen(), _EmptySource(), HU, prob=1.0, placement=ANYWHERE)
+    out, new = t.set_random_state(0)(img, lab)
+    assert out is img and new is lab and t.skipped == {"mask source gave no mask": 1}
+
+
 def test_region_key_is_respected():
     img, lab = _image((48, 48))
     organ = np.zeros_like(lab)
