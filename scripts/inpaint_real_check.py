@@ -10,7 +10,7 @@ Trains :func:`medgan.training.inpaint_step.train_inpainter`, then on held-out da
 * ``<out>/inpaint_<dataset>_restore.png``: erase-and-restore of real lesions and of healthy
   blobs (context | inpainted | real | mask);
 * ``<out>/inpaint_<dataset>_insert.png``: new lesions inserted by
-  :class:`medgan.augment.RandLesionInpaint` (before | after, label outlined);
+  :class:`medgan.augment.inpaint.RandLesionInpaint` (before | after, label outlined);
 
 and prints the L1 restore error inside the erase region, against a baseline that fills it with
 the mean of the context ring. Run with ``OMP_NUM_THREADS=1``. Only the PNGs are written.
