@@ -2,29 +2,36 @@
 
 With probability ``prob`` the transform
 
-1. generates one image + mask pair from a latent vector drawn from ``self.R``;
-2. picks a location such that the whole (post-processed) lesion mask lies inside the allowed
-   region: the ``foreground`` mask if given, else the body (see :func:`body_region`), else the
-   whole image with ``allow_outside_body``; up to ``num_attempts`` random anchor voxels of the
-   region are tried (the lesion's centroid is put on the anchor, the patch kept inside the
-   image); when none fits, the data are returned unchanged;
-3. maps the generated patch linearly so that its non-lesion surroundings (a ring around the
-   lesion) get the mean and standard deviation of the same ring in the real image, whatever
-   that image's intensity scale (HU, normalised, MR units);
+1. generates one image + mask pair from a latent vector drawn from ``self.R``; a mask that is
+   empty after post-processing or touches the generated patch's border (a cut-off lesion that
+   would leave a straight seam) is rejected and the next of ``num_attempts`` latents is tried;
+2. places the lesion with :func:`medgan.augment.placement.place_mask`: the whole mask inside the
+   allowed region (the ``foreground`` mask if given, else the body, see :func:`body_region`,
+   else the whole image with ``allow_outside_body``) and at least ``margin_mm`` from every
+   existing lesion (label > 0), at an offset drawn among *all* offsets that fit, so any lesion
+   that fits somewhere is placed; when none fits the data are returned unchanged;
+3. maps the generated patch to the image's units with the generator's own intensity mapping
+   (``units="physical"``) or leaves it in [-1, 1] (``units="model"``), and shifts it by one
+   offset per channel so that the ring around the lesion has the real ring's mean: the lesion's
+   contrast is the one the GAN learnt, never rescaled; values are clipped to the mapping's range;
 4. blends it in with a soft weight ``w = clip(2 * gaussian(mask, blend_sigma), 0, 1)`` (1 on
-   the lesion, fading to 0 over about two ``blend_sigma`` voxels outside it);
+   the lesion, fading to 0 over about two ``blend_sigma`` voxels outside it; 0 on existing
+   lesions);
 5. writes ``label = max(label, lesion_value * mask)``.
+
+Every unchanged call counts its reason in ``transform.skipped``.
 
 Images are channel-first ``(C, X, Y[, Z])`` in the voxel orientation the generator was trained
 on (RAS after ``Orientationd``) and ideally at its ``spacing_mm``: the patch is not resampled.
-A 2D generator on a 3D volume inserts the lesion into one axial slice (the anchor's ``Z``).
+A 2D generator on a 3D volume inserts the lesion into one axial slice.
 NumPy arrays and torch tensors (CPU or GPU, MetaTensor included) keep their type, device and
-dtype; the region search and blending run on the CPU on the patch only.
+dtype; the region search and blending run on the CPU.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,8 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
 from scipy.ndimage import binary_dilation, binary_fill_holes, gaussian_filter
 
+from medgan.augment.masks import tight, touches_border
+from medgan.augment.placement import place_mask
 from medgan.errors import ConfigError, DataError
 from medgan.sampling.loader import LoadedGenerator, load_generator
 from medgan.sampling.postprocess import MaskPostprocess
@@ -45,10 +54,7 @@ Array = np.ndarray | torch.Tensor
 
 BODY_PERCENTILES = (1.0, 99.0)
 BODY_FRACTION = 0.05  # body = above p1 + 5% of (p99 - p1)
-# Standard deviations below these floors are raised to them when matching intensities, so a
-# featureless (noise-free) surrounding neither erases nor explodes the lesion's contrast.
-SD_FLOOR_MODEL = 0.02  # model units ([-1, 1])
-SD_FLOOR_REAL = 0.005  # fraction of the real image's p1..p99 range
+UNITS = ("physical", "model")  # image units of RandSyntheticLesion
 MAX_STAT_VOXELS = 1_000_000  # percentiles of larger images use a strided subsample
 
 
@@ -88,11 +94,12 @@ def _blend_weight(mask: np.ndarray, sigma: float) -> np.ndarray:
     return np.maximum(np.clip(2.0 * gaussian_filter(m, sigma), 0.0, 1.0), m)
 
 
-def _match_intensity(generated: np.ndarray, real: np.ndarray, mask: np.ndarray,
-                     region: np.ndarray, floor_real: np.ndarray) -> np.ndarray:
-    """Linearly map each generated channel so the lesion's surroundings match ``real``.
+def _offset_intensity(generated: np.ndarray, real: np.ndarray, mask: np.ndarray,
+                      region: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Shift each generated channel so the lesion's surroundings have ``real``'s mean; clip.
 
-    ``generated``/``real`` ``(C, *P)``, ``mask``/``region`` ``(*P)`` bool, ``floor_real`` (C,).
+    ``generated``/``real`` ``(C, *P)`` in image units, ``mask``/``region`` ``(*P)`` bool,
+    ``low``/``high`` ``(C,)`` the valid intensity range. Contrast is never rescaled.
     """
     radius = max(3, mask.shape[0] // 8)
     ring = binary_dilation(mask, iterations=radius) & ~mask
@@ -100,12 +107,9 @@ def _match_intensity(generated: np.ndarray, real: np.ndarray, mask: np.ndarray,
         if candidate.sum() >= 10:
             ring = candidate
             break
-    out = np.empty_like(generated, dtype=np.float64)
-    for c in range(generated.shape[0]):
-        g, r = generated[c][ring].astype(np.float64), real[c][ring].astype(np.float64)
-        scale = max(r.std(), floor_real[c]) / max(g.std(), SD_FLOOR_MODEL)
-        out[c] = (generated[c] - g.mean()) * scale + r.mean()
-    return out
+    shift = real[:, ring].mean(1) - generated[:, ring].mean(1)  # (C,)
+    shape = (-1,) + (1,) * mask.ndim
+    return np.clip(generated + shift.reshape(shape), low.reshape(shape), high.reshape(shape))
 
 
 def _write(dst: Array, window: tuple, values: np.ndarray) -> Array:
@@ -133,8 +137,13 @@ class RandSyntheticLesion(RandomizableTransform):
         lesion_value: label value written where the lesion is.
         blend_sigma: Gaussian sigma of the soft boundary, in voxels (0 = hard paste).
         allow_outside_body: without a foreground mask, allow the lesion anywhere in the image.
-        num_attempts: random anchor voxels tried before giving up (data unchanged).
+        num_attempts: generated lesions tried; one whose mask is empty or touches the patch
+            border is replaced by the next.
         postprocess: mask clean-up of the generated lesion (default :class:`MaskPostprocess`).
+        units: ``"physical"`` when images are in the generator's physical units (HU, SUV, its
+            MR scale), ``"model"`` when they are already in its [-1, 1] model space.
+        margin_mm: smallest distance of the new lesion from any existing lesion (label > 0),
+            in mm at the generator's ``spacing_mm``.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -142,7 +151,8 @@ class RandSyntheticLesion(RandomizableTransform):
     def __init__(self, generator: LoadedGenerator | str | Path, prob: float = 0.5,
                  lesion_value: int = 1, blend_sigma: float = 1.5,
                  allow_outside_body: bool = False, num_attempts: int = 10,
-                 postprocess: MaskPostprocess | None = None) -> None:
+                 postprocess: MaskPostprocess | None = None, units: str = "physical",
+                 margin_mm: float = 2.0) -> None:
         if not 0.0 <= prob <= 1.0:
             raise ConfigError(f"prob must be a number in [0, 1], not {prob}")
         if blend_sigma < 0:
@@ -150,6 +160,10 @@ class RandSyntheticLesion(RandomizableTransform):
                               f"{blend_sigma}")
         if num_attempts < 1:
             raise ConfigError(f"num_attempts must be a positive integer, not {num_attempts}")
+        if units not in UNITS:
+            raise ConfigError(f"units must be one of {', '.join(UNITS)}, not {units!r}")
+        if margin_mm < 0:
+            raise ConfigError(f"margin_mm must be >= 0, not {margin_mm}")
         RandomizableTransform.__init__(self, prob)
         self.generator = (generator if isinstance(generator, LoadedGenerator)
                           else load_generator(generator))
@@ -158,16 +172,19 @@ class RandSyntheticLesion(RandomizableTransform):
         self.allow_outside_body = allow_outside_body
         self.num_attempts = int(num_attempts)
         self.postprocess = postprocess or MaskPostprocess()
-        self._z = np.zeros(self.generator.latent_dim, np.float32)
-        self._anchors = np.zeros(self.num_attempts)
+        self.units, self.margin_mm = units, float(margin_mm)
+        self.skipped: Counter[str] = Counter()
+        self._z = np.zeros((self.num_attempts, self.generator.latent_dim), np.float32)
+        self._place_seed = 0
 
     def randomize(self, data: Any = None) -> None:
-        """Draw: apply or not, the latent vector, and ``num_attempts`` anchor positions."""
+        """Draw: apply or not, ``num_attempts`` latent vectors and a placement seed."""
         super().randomize(None)
         if not self._do_transform:
             return
-        self._z = self.R.standard_normal(self.generator.latent_dim).astype(np.float32)
-        self._anchors = self.R.random_sample(self.num_attempts)  # fractions of the region
+        self._z = self.R.standard_normal(
+            (self.num_attempts, self.generator.latent_dim)).astype(np.float32)
+        self._place_seed = int(self.R.randint(0, 2**31 - 1))
 
     def _check(self, img: Array) -> None:
         g = self.generator
@@ -195,24 +212,19 @@ class RandSyntheticLesion(RandomizableTransform):
             return np.ones(spatial, dtype=bool)
         return body_region(img)
 
-    def _place(self, mask: np.ndarray, region: np.ndarray) -> tuple | None:
-        """Spatial window (slices, plus the slice index for 2D-in-3D) or None if nothing fits."""
-        flat = np.flatnonzero(region)
-        if flat.size == 0:
-            return None
-        p = mask.shape[0]
-        centroid = np.rint(np.argwhere(mask).mean(0)).astype(int)
-        picks = flat[np.minimum((self._anchors * flat.size).astype(int), flat.size - 1)]
-        for anchor in zip(*np.unravel_index(picks, region.shape), strict=True):
-            window: tuple = tuple(
-                slice(s, s + p) for s in (
-                    int(np.clip(a - c, 0, n - p))
-                    for a, c, n in zip(anchor, centroid, region.shape, strict=False)))
-            if region.ndim > mask.ndim:  # 2D lesion into the anchor's axial slice
-                window = (*window, int(anchor[-1]))
-            if region[window][mask].all():
-                return window
+    def _generate(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """First usable ``(image channels (C, *P), mask (*P))`` of the drawn latents."""
+        for z in self._z:
+            pair = self.generator.decode(torch.from_numpy(z)[None], chunk=1)[0]  # (C + 1, *P)
+            mask = self.postprocess(pair[-1]).astype(bool)
+            if mask.any() and not touches_border(mask):
+                return pair[:-1].numpy(), mask
         return None
+
+    def _skip(self, reason: str, img: Array, label: Array | None) -> tuple[Array, Array | None]:
+        log.debug("no lesion inserted: %s", reason)
+        self.skipped[reason] += 1
+        return img, label
 
     def __call__(self, img: Array, label: Array | None = None, foreground: Array | None = None,
                  randomize: bool = True) -> tuple[Array, Array | None]:
@@ -224,30 +236,46 @@ class RandSyntheticLesion(RandomizableTransform):
             return img, label
         g = self.generator
         if any(s < g.patch_size for s in img.shape[1:g.spatial_dims + 1]):
-            log.debug("image %s is smaller than the %d-voxel patch; unchanged",
-                      tuple(img.shape), g.patch_size)
-            return img, label
-        pair = g.decode(torch.from_numpy(self._z)[None], chunk=1)[0]  # (C + 1, *P) in [-1, 1]
-        mask = self.postprocess(pair[-1]).astype(bool)
-        if not mask.any():
-            log.debug("generated mask is empty after post-processing; unchanged")
-            return img, label
+            return self._skip("image smaller than patch", img, label)
+        generated = self._generate()
+        if generated is None:
+            return self._skip("generated mask empty or touching the patch border", img, label)
+        pair, mask = generated
+        spatial = tuple(img.shape[1:])
+        occupied = None if label is None else _numpy(label).reshape(spatial) > 0
+        lo = np.argwhere(mask).min(0)
         region = self.allowed_region(img, foreground)
-        window = self._place(mask, region)
-        if window is None:
-            log.debug("no place for the lesion in %d attempts; unchanged", self.num_attempts)
-            return img, label
-        return self._paste(img, label, pair[:-1].numpy(), mask, region, window)
+        found = place_mask(tight(mask), region, np.random.default_rng(self._place_seed),
+                           occupied, self.generator.spacing_mm, self.margin_mm)
+        if not found.ok:
+            return self._skip(str(found.reason), img, label)
+        return self._paste(img, label, pair, mask, found.offset, lo, region, occupied)
 
     def _paste(self, img: Array, label: Array | None, generated: np.ndarray, mask: np.ndarray,
-               region: np.ndarray, window: tuple) -> tuple[Array, Array | None]:
+               offset: tuple[int, ...], lo: np.ndarray, region: np.ndarray,
+               occupied: np.ndarray | None) -> tuple[Array, Array | None]:
+        d, spatial = mask.ndim, tuple(img.shape[1:])
+        origin = [o - a for o, a in zip(offset[:d], lo, strict=True)]  # patch corner in image
+        src = tuple(slice(max(-o, 0), min(p, n - o)) for o, p, n in
+                    zip(origin, mask.shape, spatial[:d], strict=False))
+        window: tuple = tuple(slice(o + s.start, o + s.stop) for o, s in
+                              zip(origin, src, strict=True))
+        if len(spatial) > d:  # 2D lesion into one axial slice
+            window = (*window, int(offset[-1]))
         sub = (slice(None), *window)
-        real = _numpy(img[sub]).astype(np.float64)  # (C, *P)
-        floor = np.array([SD_FLOOR_REAL * max(hi - lo, 1e-6)
-                          for lo, hi in (_range(img[c]) for c in range(img.shape[0]))])
-        mapped = _match_intensity(generated, real, mask, region[window], floor)
-        w = _blend_weight(mask, self.blend_sigma)[None]
-        out = _write(img, sub, (1.0 - w) * real + w * mapped)
+        real = _numpy(img[sub]).astype(np.float64)  # (C, *window)
+        gen, mask = generated[(slice(None), *src)].astype(np.float64), mask[src]
+        if self.units == "physical":
+            gen = np.asarray(self.generator.intensity.inverse(gen), np.float64)
+            low = np.asarray(self.generator.intensity.low, np.float64)
+            high = np.asarray(self.generator.intensity.high, np.float64)
+        else:
+            low, high = -np.ones(len(gen)), np.ones(len(gen))
+        mapped = _offset_intensity(gen, real, mask, region[window], low, high)
+        w = _blend_weight(mask, self.blend_sigma)
+        if occupied is not None:
+            w = np.where(occupied[window], 0.0, w)  # existing lesions keep their voxels
+        out = _write(img, sub, (1.0 - w[None]) * real + w[None] * mapped)
         if label is None:
             return out, None
         lab_sub = sub if label.ndim == img.ndim else window
@@ -260,7 +288,7 @@ class RandSyntheticLesiond(RandomizableTransform, MapTransform):
 
     ``keys`` = ``(image_key, label_key)`` (or just ``(image_key,)``: no label is written);
     ``foreground_key`` names an optional mask of the allowed region (e.g. an organ or body
-    mask). One draw (apply or not, latent, anchors) is made per call and applied to the pair.
+    mask). One draw (apply or not, latents, placement) is made per call and applied to the pair.
     """
 
     backend = RandSyntheticLesion.backend
@@ -270,6 +298,7 @@ class RandSyntheticLesiond(RandomizableTransform, MapTransform):
                  foreground_key: str | None = None, lesion_value: int = 1,
                  blend_sigma: float = 1.5, allow_outside_body: bool = False,
                  num_attempts: int = 10, postprocess: MaskPostprocess | None = None,
+                 units: str = "physical", margin_mm: float = 2.0,
                  allow_missing_keys: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         if len(self.keys) not in (1, 2):
@@ -280,7 +309,13 @@ class RandSyntheticLesiond(RandomizableTransform, MapTransform):
         RandomizableTransform.__init__(self, prob)
         self.foreground_key = foreground_key
         self.lesion = RandSyntheticLesion(generator, 1.0, lesion_value, blend_sigma,
-                                          allow_outside_body, num_attempts, postprocess)
+                                          allow_outside_body, num_attempts, postprocess,
+                                          units, margin_mm)
+
+    @property
+    def skipped(self) -> Counter[str]:
+        """Reasons of the calls that left the data unchanged, counted (in this process)."""
+        return self.lesion.skipped
 
     def set_random_state(self, seed: int | None = None,
                          state: np.random.RandomState | None = None) -> RandSyntheticLesiond:

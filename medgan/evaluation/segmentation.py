@@ -161,7 +161,7 @@ class _ArmFactory:
         keys = ("image", "label")
         if arm == "real+aug+insert":
             return RandSyntheticLesiond(keys, generator=self.generator, prob=self.settings.ratio,
-                                        foreground_key="foreground"), None
+                                        foreground_key="foreground", units="model"), None
         if arm == "real+aug+synthetic":
             return None, synthetic_pool(self.generator, self.settings, seed)
         if arm == "real+aug+carvemix":

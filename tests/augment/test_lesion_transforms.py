@@ -8,7 +8,7 @@ import torch
 from helpers_blob import blob_generator
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureTyped
-from scipy.ndimage import binary_dilation
+from scipy.ndimage import binary_dilation, distance_transform_edt
 
 from medgan.augment import RandSyntheticLesion, RandSyntheticLesiond, body_region
 from medgan.errors import ConfigError, DataError
@@ -172,14 +172,79 @@ def test_channels_rank_and_size_checks():
     assert out is small and lab is small_label
 
 
-def test_any_intensity_scale_is_matched():
-    image, label, inside = _phantom((64, 64), body=0.5, air=0.0, noise=0.01)  # [0, 1] scale
+def _contrast(out, lab):
+    lesion = lab[0] > 0
+    ring = binary_dilation(lesion, iterations=3) & ~lesion
+    return out[0][lesion].mean() - out[0][ring].mean()
+
+
+def test_contrast_is_the_generators_not_rescaled_by_the_surroundings():
+    # BlobNet: lesion 0.6, background about -0.3 in model units = about +225 HU with the
+    # -200..300 HU window; the old transform multiplied it by ring std ratios (noise-dependent).
+    gen = blob_generator(2, 16)
+    contrasts = []
+    for noise in (2.0, 60.0):
+        image, label, _ = _phantom((64, 64), noise=noise)
+        out, lab = RandSyntheticLesion(gen, prob=1.0, blend_sigma=0.0).set_random_state(4)(
+            image, label)
+        contrasts.append(_contrast(out, lab))
+    assert 150 < contrasts[0] < 300
+    assert abs(contrasts[0] - contrasts[1]) < 0.15 * contrasts[0]
+
+
+def test_values_are_clipped_to_the_valid_range():
+    image, label, inside = _phantom((64, 64), body=280.0, noise=5.0)  # near the 300 HU top
     out, lab = RandSyntheticLesion(blob_generator(2, 16), prob=1.0).set_random_state(4)(
         image, label)
     lesion = lab[0] > 0
-    ring = binary_dilation(lesion, iterations=3) & ~lesion
-    assert abs(out[0][ring].mean() - 0.5) < 0.05
-    assert 0.3 < out[0][lesion].mean() < 0.9  # brighter, but in the image's own scale
+    assert lesion.any()
+    assert out[0][lesion].max() <= 300.0 + 1e-3
+    model = np.clip(image / 500.0, -1, 1)  # an image already in model space
+    out_m, lab_m = RandSyntheticLesion(blob_generator(2, 16), prob=1.0, units="model"
+                                       ).set_random_state(4)(model, label)
+    assert lab_m.any() and out_m.min() >= -1.0 and out_m.max() <= 1.0
+    with pytest.raises(ConfigError, match="units must be one of physical, model, not 'hu'"):
+        RandSyntheticLesion(blob_generator(2, 16), units="hu")
+
+
+def test_mask_touching_the_patch_border_is_rejected_and_counted():
+    big = blob_generator(2, 16, radius=9.0)  # the ball always reaches the patch border
+    image, label, _ = _phantom((64, 64))
+    t = RandSyntheticLesiond(generator=big, prob=1.0, num_attempts=3).set_random_state(0)
+    out = t({"image": image, "label": label})
+    np.testing.assert_array_equal(out["image"], image)
+    np.testing.assert_array_equal(out["label"], label)
+    assert t.skipped == {"generated mask empty or touching the patch border": 1}
+
+
+def test_existing_lesions_are_excluded_with_a_margin():
+    image, label, inside = _phantom((64, 64))
+    label[0, 26:38, 26:38] = 1  # an existing tumour in the middle of the body
+    before = image.copy()
+    for seed in range(8):
+        t = RandSyntheticLesion(blob_generator(2, 16), prob=1.0, lesion_value=2,
+                                margin_mm=3.0).set_random_state(seed)
+        out, lab = t(image, label)
+        new = lab[0] == 2
+        assert new.any(), t.skipped
+        assert (lab[0][label[0] == 1] == 1).all()  # old label kept
+        dist = distance_transform_edt(label[0] == 0)  # spacing 1 mm in-plane
+        assert dist[new].min() > 3.0
+        np.testing.assert_array_equal(out[0][label[0] == 1], before[0][label[0] == 1])
+
+
+def test_a_lesion_that_fits_anywhere_is_always_placed():
+    image, label, _ = _phantom((64, 64))
+    fg = np.zeros((1, 64, 64), np.float32)
+    fg[0, 40:50, 10:20] = 1  # a 10 x 10 region: little room for a ~6-voxel lesion
+    inserted = 0
+    for seed in range(20):
+        t = RandSyntheticLesiond(generator=blob_generator(2, 16), prob=1.0,
+                                 foreground_key="fg").set_random_state(seed)
+        lab = t({"image": image, "label": label, "fg": fg})["label"][0] > 0
+        inserted += bool(lab.any())
+        assert (fg[0][lab] > 0).all()
+    assert inserted == 20
 
 
 def test_dictionary_keys_and_missing_keys():
@@ -209,10 +274,12 @@ def test_real_checkpoint_end_to_end(ckpt_2d, ckpt_3d, spatial_dims):
     generator = load_generator(ckpt)
     spatial = (80, 80) if spatial_dims == 2 else (48, 48, 40)
     image, label, inside = _phantom(spatial)
-    t = RandSyntheticLesiond(generator=generator, prob=1.0, num_attempts=50,
+    t = RandSyntheticLesiond(generator=generator, prob=1.0, num_attempts=5,
                              postprocess=MaskPostprocess(keep_largest=True),
                              allow_outside_body=True).set_random_state(0)
     out = t({"image": torch.from_numpy(image), "label": torch.from_numpy(label)})
     assert out["image"].shape == image.shape and out["label"].shape == label.shape
-    assert out["label"].sum() > 0
     assert torch.isfinite(out["image"]).all()
+    # an untrained generator's masks are noise that reaches the patch border: all rejected
+    assert out["label"].sum() == 0
+    assert t.skipped == {"generated mask empty or touching the patch border": 1}

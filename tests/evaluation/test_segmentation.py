@@ -161,7 +161,7 @@ def test_insert_and_carvemix_add_lesions_inside_the_patch(phantom_data, tiny_che
     s = BenchmarkSettings.fast(batch_size=8, ratio=1.0)
     for transform in (
         RandSyntheticLesiond(("image", "label"), generator=stub, prob=1.0,
-                             foreground_key="foreground"),
+                             foreground_key="foreground", units="model"),
         RandCarveMixd(("image", "label"), build_lesion_snippets(items, 2), prob=1.0,
                       foreground_key="foreground"),
     ):

@@ -1,0 +1,233 @@
+"""Insert a lesion by inpainting it into real tissue: ``RandLesionInpaint(d)``.
+
+With probability ``prob`` the transform
+
+1. draws a lesion shape from a mask source (:mod:`medgan.augment.masks`);
+2. places it (:func:`medgan.augment.placement.place_mask`): wholly inside the tissue region,
+   at least ``margin_mm`` from every existing lesion, at an offset drawn among all that fit;
+3. cuts the inpainter's patch around it, maps it to model space, erases ``E`` (the mask dilated
+   by the generator's ``erase_margin``, minus existing lesion voxels) and lets the generator
+   restore ``E`` with a lesion shaped like the mask;
+4. writes back only the voxels of ``E`` (mapped back to image units, hence within the mapping's
+   intensity range); every other voxel is untouched, bit for bit;
+5. sets ``label = label OR mask`` (``lesion_value`` on the mask; no overlap by construction).
+
+When a step cannot be done the data are returned unchanged and the reason is counted in
+``transform.skipped`` (a :class:`collections.Counter`, per process: each ``DataLoader`` worker
+counts its own). Not yet wired into ``medgan train``/checkpoints: the generator is passed in
+memory (see :func:`medgan.training.inpaint_step.train_inpainter`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import TransformBackends
+
+from medgan.augment.masks import MaskSource
+from medgan.augment.placement import PlacementSettings, place_mask, tissue_region
+from medgan.augment.transforms import Array, _numpy, _write
+from medgan.data.intensity import IntensityMapping
+from medgan.errors import ConfigError, DataError
+from medgan.models.inpaint import InpaintGenerator, erase_region
+
+
+class RandLesionInpaint(RandomizableTransform):
+    """Array transform: ``(image, label) -> (image, label)`` with one lesion inpainted.
+
+    Args:
+        generator: a trained :class:`~medgan.models.inpaint.InpaintGenerator` (used in eval
+            mode, on its own device).
+        mask_source: where lesion shapes come from (:mod:`medgan.augment.masks`).
+        intensity: the mapping image units -> model space the generator was trained with; None
+            when images are already in model space [-1, 1].
+        prob: probability of inserting a lesion.
+        placement: region and margin settings (:class:`PlacementSettings`).
+        spacing_mm: voxel spacing for ``margin_mm``; None reads a MetaTensor's ``pixdim``
+            (else 1 mm).
+        lesion_value: label value written on the new lesion.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, generator: InpaintGenerator, mask_source: MaskSource,
+                 intensity: IntensityMapping | None = None, prob: float = 0.5,
+                 placement: PlacementSettings | None = None,
+                 spacing_mm: Sequence[float] | None = None, lesion_value: int = 1) -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise ConfigError(f"prob must be a number in [0, 1], not {prob}")
+        if mask_source.spatial_dims != generator.spatial_dims:
+            raise ConfigError(f"mask_source makes {mask_source.spatial_dims}D masks but the "
+                              f"generator is {generator.spatial_dims}D")
+        RandomizableTransform.__init__(self, prob)
+        self.generator, self.mask_source, self.intensity = generator.eval(), mask_source, intensity
+        self.placement = placement or PlacementSettings()
+        self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
+        self.lesion_value = lesion_value
+        self.skipped: Counter[str] = Counter()
+        self.applied = 0
+        self._seeds = np.zeros(3, np.int64)
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw: apply or not, then three seeds (mask shape, placement, noise)."""
+        super().randomize(None)
+        self._seeds = self.R.randint(0, 2**31 - 1, size=3)
+
+    def _check(self, img: Array) -> None:
+        g = self.generator
+        dims = img.ndim - 1
+        if not (dims == g.spatial_dims or (g.spatial_dims == 2 and dims == 3)):
+            raise DataError(f"image must be channel-first with {g.spatial_dims} spatial "
+                            f"dimensions for this {g.spatial_dims}D generator, not shape "
+                            f"{tuple(img.shape)}")
+        if img.shape[0] != g.image_channels:
+            raise DataError(f"image has {img.shape[0]} channel(s) but the generator takes "
+                            f"{g.image_channels}")
+
+    def _skip(self, reason: str, img: Array, label: Array | None) -> tuple[Array, Array | None]:
+        self.skipped[reason] += 1
+        return img, label
+
+    def _spacing(self, img: Array) -> tuple[float, ...]:
+        if self.spacing_mm is not None:
+            return self.spacing_mm
+        if isinstance(img, MetaTensor):
+            return tuple(float(s) for s in img.pixdim[: img.ndim - 1])
+        return (1.0,) * (img.ndim - 1)
+
+    def __call__(self, img: Array, label: Array | None = None, region_map: Array | None = None,
+                 randomize: bool = True) -> tuple[Array, Array | None]:
+        """``img`` ``(C, *S)``, ``label`` ``(1, *S)`` or ``(*S)``, ``region_map`` likewise."""
+        self._check(img)
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return img, label
+        g = self.generator
+        mask = self.mask_source(np.random.default_rng(int(self._seeds[0])))
+        if mask is None or not mask.any():
+            return self._skip("mask source gave no mask", img, label)
+        if any(s + 2 * g.erase_margin > g.size for s in mask.shape):
+            return self._skip("mask larger than patch", img, label)
+        spatial = tuple(img.shape[1:])
+        if any(s < g.size for s in spatial[:g.spatial_dims]):
+            return self._skip("image smaller than patch", img, label)
+        image_np = _numpy(img)
+        occupied = None if label is None else _numpy(label).reshape(spatial) > 0
+        region = tissue_region(image_np, self.placement,
+                               None if region_map is None else _numpy(region_map))
+        found = place_mask(mask, region, np.random.default_rng(int(self._seeds[1])), occupied,
+                           self._spacing(img), self.placement.margin_mm)
+        if not found.ok:
+            return self._skip(str(found.reason), img, label)
+        self.applied += 1
+        return self._inpaint(img, label, image_np, mask, found.offset, occupied)
+
+    def _window(self, mask: np.ndarray, offset: tuple[int, ...], spatial: tuple[int, ...]
+                ) -> tuple[tuple, tuple[int, ...]]:
+        """Spatial window of the generator patch around the placed mask, and the mask's offset
+        inside it."""
+        p, d = self.generator.size, self.generator.spatial_dims
+        starts = [min(max(o + m // 2 - p // 2, 0), n - p)
+                  for o, m, n in zip(offset[:d], mask.shape[:d], spatial[:d], strict=True)]
+        window: tuple = tuple(slice(s, s + p) for s in starts)
+        if len(spatial) > d:  # 2D generator, 3D image: the mask's axial slice
+            window = (*window, int(offset[-1]))
+        return window, tuple(o - s for o, s in zip(offset[:d], starts, strict=True))
+
+    @torch.no_grad()
+    def _inpaint(self, img: Array, label: Array | None, image_np: np.ndarray, mask: np.ndarray,
+                 offset: tuple[int, ...], occupied: np.ndarray | None
+                 ) -> tuple[Array, Array | None]:
+        g = self.generator
+        window, inner = self._window(mask, offset, tuple(img.shape[1:]))
+        sub = (slice(None), *window)
+        real = image_np[sub].astype(np.float64)  # (C, *P), image units
+        m = np.zeros(real.shape[1:], bool)
+        m[tuple(slice(o, o + s) for o, s in zip(inner, mask.shape, strict=False))] = \
+            mask.reshape(mask.shape[:g.spatial_dims])
+        device = next(g.parameters()).device
+        x = torch.as_tensor(real, dtype=torch.float32)
+        x = x if self.intensity is None else torch.as_tensor(self.intensity.forward(x))
+        m_t = torch.from_numpy(m).float()[None, None].to(device)
+        e_t = erase_region(m_t, g.erase_margin)
+        if occupied is not None:  # never repaint an existing lesion
+            e_t = e_t * torch.from_numpy(~occupied[window]).float()[None, None].to(device)
+        noise = g.sample_noise(1, torch.Generator().manual_seed(int(self._seeds[2])), device)
+        fill = g(x[None].to(device), m_t, e_t, noise)[0].float().cpu()  # (C, *P) in [-1, 1]
+        fill_units = fill if self.intensity is None else self.intensity.inverse(fill)
+        erase = e_t[0].cpu().numpy() > 0.5  # (1, *P)
+        values = np.where(erase, _numpy(fill_units).astype(np.float64), real)
+        out = _write(img, sub, values)
+        if label is None:
+            return out, None
+        lab_sub = sub if label.ndim == img.ndim else window
+        lesion = np.where(m, np.maximum(_numpy(label[lab_sub]), self.lesion_value),
+                          _numpy(label[lab_sub]))
+        return out, _write(label, lab_sub, lesion)
+
+
+class RandLesionInpaintd(RandomizableTransform, MapTransform):
+    """Dictionary twin of :class:`RandLesionInpaint`.
+
+    ``keys`` = ``(image_key, label_key)``; ``region_key`` names a label/organ map for
+    ``placement.region == "key"``. One draw per call, applied to image and label together.
+    """
+
+    backend = RandLesionInpaint.backend
+
+    def __init__(self, keys: KeysCollection = ("image", "label"), *,
+                 generator: InpaintGenerator, mask_source: MaskSource,
+                 intensity: IntensityMapping | None = None, prob: float = 0.5,
+                 placement: PlacementSettings | None = None, region_key: str | None = None,
+                 spacing_mm: Sequence[float] | None = None, lesion_value: int = 1,
+                 allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        if len(self.keys) != 2:
+            raise ConfigError(f"keys must be (image_key, label_key), not {list(self.keys)}")
+        if not 0.0 <= prob <= 1.0:
+            raise ConfigError(f"prob must be a number in [0, 1], not {prob}")
+        placement = placement or PlacementSettings()
+        if placement.region == "key" and region_key is None:
+            raise ConfigError("region_key must name the region map when placement.region is "
+                              "'key'")
+        RandomizableTransform.__init__(self, prob)
+        self.region_key = region_key
+        self.inpaint = RandLesionInpaint(generator, mask_source, intensity, 1.0, placement,
+                                         spacing_mm, lesion_value)
+
+    @property
+    def skipped(self) -> Counter[str]:
+        """Skip reasons counted so far (in this process)."""
+        return self.inpaint.skipped
+
+    def set_random_state(self, seed: int | None = None,
+                         state: np.random.RandomState | None = None) -> RandLesionInpaintd:
+        super().set_random_state(seed, state)
+        self.inpaint.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        image_key, label_key = self.keys
+        wanted = (image_key, label_key, self.region_key)
+        missing = [k for k in wanted if k is not None and k not in d]
+        if missing:
+            if self.allow_missing_keys:
+                return d
+            raise KeyError(f"key {missing[0]!r} is not in the data (keys: {list(d)})")
+        if not self._do_transform:
+            return d
+        self.inpaint.randomize(None)
+        region = d[self.region_key] if self.region_key is not None else None
+        d[image_key], d[label_key] = self.inpaint(d[image_key], d[label_key], region_map=region,
+                                                  randomize=False)
+        return d
