@@ -31,9 +31,9 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
 
+from medgan.augment.arrays import Array, to_numpy, write_window
 from medgan.augment.masks import MaskSource
 from medgan.augment.placement import PlacementSettings, place_mask, tissue_region
-from medgan.augment.transforms import Array, _numpy, _write
 from medgan.data.intensity import IntensityMapping
 from medgan.errors import ConfigError, DataError
 from medgan.models.inpaint import InpaintGenerator, erase_region
@@ -119,10 +119,10 @@ class RandLesionInpaint(RandomizableTransform):
         spatial = tuple(img.shape[1:])
         if any(s < g.size for s in spatial[:g.spatial_dims]):
             return self._skip("image smaller than patch", img, label)
-        image_np = _numpy(img)
-        occupied = None if label is None else _numpy(label).reshape(spatial) > 0
+        image_np = to_numpy(img)
+        occupied = None if label is None else to_numpy(label).reshape(spatial) > 0
         region = tissue_region(image_np, self.placement,
-                               None if region_map is None else _numpy(region_map))
+                               None if region_map is None else to_numpy(region_map))
         found = place_mask(mask, region, np.random.default_rng(int(self._seeds[1])), occupied,
                            self._spacing(img), self.placement.margin_mm)
         if not found.ok:
@@ -164,14 +164,14 @@ class RandLesionInpaint(RandomizableTransform):
         fill = g(x[None].to(device), m_t, e_t, noise)[0].float().cpu()  # (C, *P) in [-1, 1]
         fill_units = fill if self.intensity is None else self.intensity.inverse(fill)
         erase = e_t[0].cpu().numpy() > 0.5  # (1, *P)
-        values = np.where(erase, _numpy(fill_units).astype(np.float64), real)
-        out = _write(img, sub, values)
+        values = np.where(erase, to_numpy(fill_units).astype(np.float64), real)
+        out = write_window(img, sub, values)
         if label is None:
             return out, None
         lab_sub = sub if label.ndim == img.ndim else window
-        lesion = np.where(m, np.maximum(_numpy(label[lab_sub]), self.lesion_value),
-                          _numpy(label[lab_sub]))
-        return out, _write(label, lab_sub, lesion)
+        lesion = np.where(m, np.maximum(to_numpy(label[lab_sub]), self.lesion_value),
+                          to_numpy(label[lab_sub]))
+        return out, write_window(label, lab_sub, lesion)
 
 
 class RandLesionInpaintd(RandomizableTransform, MapTransform):

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 from scipy.signal import fftconvolve
 
+from medgan.augment.arrays import body_region
 from medgan.errors import ConfigError, DataError
 
 RegionKind = Literal["body", "intensity", "key", "anywhere"]
@@ -62,8 +63,6 @@ def tissue_region(image: np.ndarray, settings: PlacementSettings,
     if settings.region == "anywhere":
         return np.ones(spatial, bool)
     if settings.region == "body":
-        from medgan.augment.transforms import body_region
-
         return body_region(image)
     if settings.region == "intensity":
         lo, hi = settings.intensity_range  # type: ignore[misc]

@@ -41,8 +41,9 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
-from scipy.ndimage import binary_dilation, binary_fill_holes, gaussian_filter
+from scipy.ndimage import binary_dilation, gaussian_filter
 
+from medgan.augment.arrays import Array, body_region, to_numpy, write_window
 from medgan.augment.masks import tight, touches_border
 from medgan.augment.placement import place_mask
 from medgan.errors import ConfigError, DataError
@@ -50,41 +51,8 @@ from medgan.sampling.loader import LoadedGenerator, load_generator
 from medgan.sampling.postprocess import MaskPostprocess
 
 log = logging.getLogger(__name__)
-Array = np.ndarray | torch.Tensor
 
-BODY_PERCENTILES = (1.0, 99.0)
-BODY_FRACTION = 0.05  # body = above p1 + 5% of (p99 - p1)
 UNITS = ("physical", "model")  # image units of RandSyntheticLesion
-MAX_STAT_VOXELS = 1_000_000  # percentiles of larger images use a strided subsample
-
-
-def _numpy(x: Array) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def _range(channel: Array) -> tuple[float, float]:
-    """(p1, p99) of one channel, from at most ~1M voxels."""
-    flat = _numpy(channel).reshape(-1)
-    step = max(1, flat.size // MAX_STAT_VOXELS)
-    lo, hi = np.percentile(flat[::step].astype(np.float64), BODY_PERCENTILES)
-    return float(lo), float(hi)
-
-
-def body_region(image: Array) -> np.ndarray:
-    """Boolean "inside the body" mask ``(*S)`` of a channel-first image ``(C, *S)``.
-
-    Channel 0 above ``p1 + 0.05 * (p99 - p1)`` (air / background sit at or near p1 in CT, MR
-    and PET alike), then holes filled per axial slice (last axis) for 3D, or in the plane for
-    2D, so dark structures enclosed by the body (fat, gas, lung) still count as inside.
-    """
-    channel = _numpy(image[0]).astype(np.float32, copy=False)
-    lo, hi = _range(channel)
-    body = channel > lo + BODY_FRACTION * (hi - lo)
-    if body.ndim == 2:
-        return binary_fill_holes(body)
-    for z in range(body.shape[-1]):
-        body[..., z] = binary_fill_holes(body[..., z])
-    return body
 
 
 def _blend_weight(mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -110,21 +78,6 @@ def _offset_intensity(generated: np.ndarray, real: np.ndarray, mask: np.ndarray,
     shift = real[:, ring].mean(1) - generated[:, ring].mean(1)  # (C,)
     shape = (-1,) + (1,) * mask.ndim
     return np.clip(generated + shift.reshape(shape), low.reshape(shape), high.reshape(shape))
-
-
-def _write(dst: Array, window: tuple, values: np.ndarray) -> Array:
-    """Copy of ``dst`` with ``dst[window] = values`` in ``dst``'s type, dtype and device."""
-    if isinstance(dst, torch.Tensor):
-        out = dst.clone()
-        if not dst.dtype.is_floating_point:
-            values = np.rint(values)
-        out[window] = torch.as_tensor(values, device=dst.device).to(dst.dtype)
-        return out
-    out = np.array(dst, copy=True)
-    if not np.issubdtype(out.dtype, np.floating):
-        values = np.rint(values)
-    out[window] = values.astype(out.dtype)
-    return out
 
 
 class RandSyntheticLesion(RandomizableTransform):
@@ -202,7 +155,7 @@ class RandSyntheticLesion(RandomizableTransform):
         """Boolean ``(*S)`` mask of where lesion voxels may go."""
         spatial = tuple(img.shape[1:])
         if foreground is not None:
-            fg = _numpy(foreground)
+            fg = to_numpy(foreground)
             fg = fg[0] if fg.ndim == len(spatial) + 1 else fg
             if fg.shape != spatial:
                 raise DataError(f"foreground mask shape {tuple(fg.shape)} does not match the "
@@ -242,7 +195,7 @@ class RandSyntheticLesion(RandomizableTransform):
             return self._skip("generated mask empty or touching the patch border", img, label)
         pair, mask = generated
         spatial = tuple(img.shape[1:])
-        occupied = None if label is None else _numpy(label).reshape(spatial) > 0
+        occupied = None if label is None else to_numpy(label).reshape(spatial) > 0
         lo = np.argwhere(mask).min(0)
         region = self.allowed_region(img, foreground)
         found = place_mask(tight(mask), region, np.random.default_rng(self._place_seed),
@@ -263,7 +216,7 @@ class RandSyntheticLesion(RandomizableTransform):
         if len(spatial) > d:  # 2D lesion into one axial slice
             window = (*window, int(offset[-1]))
         sub = (slice(None), *window)
-        real = _numpy(img[sub]).astype(np.float64)  # (C, *window)
+        real = to_numpy(img[sub]).astype(np.float64)  # (C, *window)
         gen, mask = generated[(slice(None), *src)].astype(np.float64), mask[src]
         if self.units == "physical":
             gen = np.asarray(self.generator.intensity.inverse(gen), np.float64)
@@ -275,12 +228,12 @@ class RandSyntheticLesion(RandomizableTransform):
         w = _blend_weight(mask, self.blend_sigma)
         if occupied is not None:
             w = np.where(occupied[window], 0.0, w)  # existing lesions keep their voxels
-        out = _write(img, sub, (1.0 - w[None]) * real + w[None] * mapped)
+        out = write_window(img, sub, (1.0 - w[None]) * real + w[None] * mapped)
         if label is None:
             return out, None
         lab_sub = sub if label.ndim == img.ndim else window
-        lesion = np.maximum(_numpy(label[lab_sub]), self.lesion_value * mask)
-        return out, _write(label, lab_sub, lesion)
+        lesion = np.maximum(to_numpy(label[lab_sub]), self.lesion_value * mask)
+        return out, write_window(label, lab_sub, lesion)
 
 
 class RandSyntheticLesiond(RandomizableTransform, MapTransform):

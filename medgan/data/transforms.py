@@ -36,6 +36,8 @@ from monai.transforms import (
 
 from medgan.config import MedganConfig
 from medgan.data.datalist import Case, image_files
+from medgan.data.dicom_label_reader import read_dicom_label
+from medgan.data.dicom_labels import dicom_label_kind, one_slice_volume
 from medgan.data.intensity import NormalizeModalityd
 from medgan.errors import DataError
 from medgan.modalities import modality_of_name
@@ -165,8 +167,6 @@ def read_image(path: str) -> MetaTensor:
     except Exception as err:  # readers raise many types; each is a user-file problem here
         raise DataError(_explain_read_error(path, err)) from None
     if img.ndim == 3 and _reader_kind(path) == "dicom":  # a one-slice series (2D samples)
-        from medgan.data.dicom_labels import one_slice_volume
-
         img = one_slice_volume(img, path)
     if img.ndim != 4:
         raise DataError(
@@ -187,11 +187,9 @@ def read_label(case: Case, image: MetaTensor, roi_names: Sequence[str | int] = (
     """The case's label ``(1, X, Y, Z)`` and, for an RTSTRUCT / SEG, what reading it found.
 
     NIfTI / DICOM image labels are read as images; RTSTRUCT and DICOM SEG files are rasterised
-    onto ``image``'s grid (:mod:`medgan.data.dicom_labels`), with the case's own
+    onto ``image``'s grid (:mod:`medgan.data.dicom_label_reader`), with the case's own
     ``roi_names`` when its datalist entry gives them.
     """
-    from medgan.data.dicom_labels import dicom_label_kind, read_dicom_label
-
     path = case["label"]
     if not dicom_label_kind(path):
         return read_image(path), None

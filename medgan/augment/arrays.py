@@ -1,0 +1,60 @@
+"""Array helpers shared by medgan's augmentations: NumPy/torch in, body region, windows.
+
+Images are channel-first ``(C, *S)`` NumPy arrays or torch tensors, in any units.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.ndimage import binary_fill_holes
+
+Array = np.ndarray | torch.Tensor
+
+BODY_PERCENTILES = (1.0, 99.0)
+BODY_FRACTION = 0.05  # body = above p1 + 5% of (p99 - p1)
+MAX_STAT_VOXELS = 1_000_000  # percentiles of larger images use a strided subsample
+
+
+def to_numpy(x: Array) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def percentile_range(channel: Array) -> tuple[float, float]:
+    """(p1, p99) of one channel, from at most ~1M voxels."""
+    flat = to_numpy(channel).reshape(-1)
+    step = max(1, flat.size // MAX_STAT_VOXELS)
+    lo, hi = np.percentile(flat[::step].astype(np.float64), BODY_PERCENTILES)
+    return float(lo), float(hi)
+
+
+def body_region(image: Array) -> np.ndarray:
+    """Boolean "inside the body" mask ``(*S)`` of a channel-first image ``(C, *S)``.
+
+    Channel 0 above ``p1 + 0.05 * (p99 - p1)`` (air / background sit at or near p1 in CT, MR
+    and PET alike), then holes filled per axial slice (last axis) for 3D, or in the plane for
+    2D, so dark structures enclosed by the body (fat, gas, lung) still count as inside.
+    """
+    channel = to_numpy(image[0]).astype(np.float32, copy=False)
+    lo, hi = percentile_range(channel)
+    body = channel > lo + BODY_FRACTION * (hi - lo)
+    if body.ndim == 2:
+        return binary_fill_holes(body)
+    for z in range(body.shape[-1]):
+        body[..., z] = binary_fill_holes(body[..., z])
+    return body
+
+
+def write_window(dst: Array, window: tuple, values: np.ndarray) -> Array:
+    """Copy of ``dst`` with ``dst[window] = values`` in ``dst``'s type, dtype and device."""
+    if isinstance(dst, torch.Tensor):
+        out = dst.clone()
+        if not dst.dtype.is_floating_point:
+            values = np.rint(values)
+        out[window] = torch.as_tensor(values, device=dst.device).to(dst.dtype)
+        return out
+    out = np.array(dst, copy=True)
+    if not np.issubdtype(out.dtype, np.floating):
+        values = np.rint(values)
+    out[window] = values.astype(out.dtype)
+    return out
