@@ -41,7 +41,7 @@ class InpaintGenerator(nn.Module):
 
     Args:
         spatial_dims: 2 or 3.
-        size: patch edge length in voxels (see :data:`medgan.models.dcgan.ALLOWED_SIZES`).
+        size: patch edge length in voxels (see :data:`medgan.config.PATCH_SIZES`).
         image_channels: image channels in and out.
         ngf: channels of the first encoder stage (doubled per stage, at most ``8 * ngf``).
         noise_channels: noise maps at the bottleneck.
