@@ -54,6 +54,11 @@ def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
     return int(state >> np.uint64(64 - SEED_BITS))
 
 
+def _spec_field(name: str, doc: str) -> Any:
+    """A read-only property returning ``self.spec.<name>`` (the checkpoint's facts)."""
+    return property(lambda self: getattr(self.spec, name), doc=doc)
+
+
 @dataclass
 class LoadedGenerator:
     """A generator in eval mode plus the checkpoint facts needed to interpret its output.
@@ -83,36 +88,18 @@ class LoadedGenerator:
                                   "config (it was not loaded from a checkpoint)")
         return self.spec.config
 
-    @property
-    def modality(self) -> str:
-        return self.spec.modality
-
-    @property
-    def spatial_dims(self) -> int:
-        return self.spec.spatial_dims
-
-    @property
-    def patch_size(self) -> int:
-        """Patch edge length in voxels."""
-        return self.spec.patch_size
+    modality = _spec_field("modality", "Config modality: ct, mr, pet or none.")
+    spatial_dims = _spec_field("spatial_dims", "2 or 3.")
+    patch_size = _spec_field("patch_size", "Patch edge length in voxels.")
+    image_channels = _spec_field("image_channels", "Image channels (the mask comes after).")
+    latent_dim = _spec_field("latent_dim", "Size of the latent vector z.")
+    spacing_mm = _spec_field("spacing_mm", "Voxel spacing (x, y, z) in mm of the training "
+                             "patches.")
 
     @property
     def patch_shape(self) -> tuple[int, ...]:
         """``P`` of the generated ``(C + 1, *P)`` pairs."""
         return (self.patch_size,) * self.spatial_dims
-
-    @property
-    def image_channels(self) -> int:
-        return self.spec.image_channels
-
-    @property
-    def latent_dim(self) -> int:
-        return self.spec.latent_dim
-
-    @property
-    def spacing_mm(self) -> tuple[float, float, float]:
-        """Voxel spacing (x, y, z) in mm of the training patches."""
-        return self.spec.spacing_mm
 
     @property
     def intensity(self) -> IntensityMapping:
