@@ -10,8 +10,9 @@ Output folder::
 Reproducibility: sample ``i`` is drawn from its own seed ``sample_seed(seed, i, attempt)``
 (recorded per case in ``dataset.json``), so the same checkpoint and seed give byte-identical
 files whatever the batch size, and ``LoadedGenerator.generate(1, seed=case["seed"])`` reproduces
-one case. A draw whose mask is empty after post-processing (or that is too similar to a real
-training patch, with ``max_similarity``) is replaced by the next attempt of the same index.
+one case. A draw whose mask is empty after post-processing, whose lesion is smaller than the
+post-processing ``min_diameter_mm``, or that is too similar to a real training patch (with
+``max_similarity``) is replaced by the next attempt of the same index.
 
 Crash safety: files are written into ``<out>/.partial-<pid>/`` and moved into place at the end;
 ``dataset.json`` is removed before and written (atomically) after the move, so it never lists a
@@ -78,6 +79,7 @@ class SampleResult:
     n_redrawn_empty: int
     n_redrawn_similar: int
     seconds: float
+    n_redrawn_small: int = 0
 
     @property
     def samples_per_s(self) -> float:
@@ -86,10 +88,12 @@ class SampleResult:
 
 @dataclass
 class RedrawCounts:
-    """How many draws were replaced: empty mask after post-processing / too similar to real."""
+    """How many draws were replaced: empty mask after post-processing / too similar to real /
+    lesion below the post-processing ``min_diameter_mm``."""
 
     empty: int = 0
     similar: int = 0
+    small: int = 0
 
 
 def iter_batches(
@@ -100,8 +104,9 @@ def iter_batches(
     """Yield lists of accepted ``(index, sample seed, image (C, *P) CPU float32 in [-1, 1],
     mask (*P) uint8)``, one list per decoded batch.
 
-    Draws whose mask is empty after ``postprocess`` or that ``accept`` rejects are redrawn
-    with the next attempt seed; after :data:`MAX_ATTEMPTS` a CheckpointError is raised.
+    Draws whose mask is empty after ``postprocess``, too small for it
+    (:meth:`MaskPostprocess.too_small` at the checkpoint's spacing) or that ``accept`` rejects
+    are redrawn with the next attempt seed; after :data:`MAX_ATTEMPTS` a CheckpointError is raised.
     Samples come out in batch order, not index order, once redraws happen. ``batch_size``
     latents are handled per step, decoded in forward chunks of ``chunk`` (see
     :meth:`LoadedGenerator.decode`; the output does not depend on ``batch_size``).
@@ -118,15 +123,13 @@ def iter_batches(
         accepted = []
         for (i, attempt), s, pair, ok in zip(todo, seeds, pairs, keep, strict=True):
             mask = postprocess(pair[-1]) if ok else None
-            if mask is not None and mask.any():
+            why = _rejection(mask, postprocess, loaded.spacing_mm)
+            if why is None:
                 accepted.append((i, s, pair[:c], mask))
                 continue
-            if mask is None:
-                counts.similar += 1
-            else:
-                counts.empty += 1
+            setattr(counts, why, getattr(counts, why) + 1)
             if attempt + 1 >= MAX_ATTEMPTS:
-                raise _give_up(loaded, i, mask is None)
+                raise _give_up(loaded, i, why)
             queue.append((i, attempt + 1))
         yield accepted
 
@@ -142,11 +145,28 @@ def iter_samples(
         yield from batch
 
 
-def _give_up(loaded: LoadedGenerator, index: int, similar: bool) -> CheckpointError:
-    why = ("was too similar to a real training patch (max_similarity) in every one of",
-           "raise max_similarity, or train with more data / stronger augmentation") if similar \
-        else ("had an empty mask after post-processing in every one of",
-              "train longer, or lower the post-processing min_size")
+def _rejection(mask: np.ndarray | None, postprocess: MaskPostprocess,
+               spacing_mm: Sequence[float]) -> str | None:
+    """The :class:`RedrawCounts` field a draw counts under, or None when it is kept."""
+    if mask is None:
+        return "similar"
+    if not mask.any():
+        return "empty"
+    return "small" if postprocess.too_small(mask, spacing_mm) else None
+
+
+_GIVE_UP = {
+    "similar": ("was too similar to a real training patch (max_similarity) in every one of",
+                "raise max_similarity, or train with more data / stronger augmentation"),
+    "empty": ("had an empty mask after post-processing in every one of",
+              "train longer, or lower the post-processing min_size"),
+    "small": ("had a lesion below the post-processing min_diameter_mm in every one of",
+              "train longer, or lower min_diameter_mm"),
+}
+
+
+def _give_up(loaded: LoadedGenerator, index: int, reason: str) -> CheckpointError:
+    why = _GIVE_UP[reason]
     return CheckpointError(f"{loaded.checkpoint_path}: sample {index} {why[0]} {MAX_ATTEMPTS} "
                            f"draws; {why[1]}")
 
@@ -340,7 +360,7 @@ def _sample(
     return SampleResult(out, out / "dataset.json", out / "contact_sheet.png", n, seed,
                         loaded.checkpoint_path, loaded.checkpoint_sha256,
                         [seeds[i] for i in range(n)], counts.empty, counts.similar,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, counts.small)
 
 
 def _merge(shares: list[tuple[dict[int, int], RedrawCounts, dict[int, torch.Tensor]]]
@@ -352,6 +372,7 @@ def _merge(shares: list[tuple[dict[int, int], RedrawCounts, dict[int, torch.Tens
         seeds.update(rank_seeds)
         counts.empty += rank_counts.empty
         counts.similar += rank_counts.similar
+        counts.small += rank_counts.small
         sheet.update(rank_sheet)
     return seeds, counts, sheet
 

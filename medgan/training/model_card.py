@@ -15,7 +15,7 @@ sets.
 
 | field | value |
 |---|---|
-| model | DCGAN ({dims}D), joint lesion image + mask generator |
+| model | DCGAN ({dims}D, {upsample} upsampling), joint lesion image + mask generator |
 | modality | {modality} ({units}) |
 | image channels | {channels} (+ 1 mask channel) |
 | patch size | {patch} voxels at {spacing} mm |
@@ -80,6 +80,7 @@ def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
     diversity = history.get("diversity_msssim")
     text = TEMPLATE.format(
         name=meta["config"].get("name", "medgan"), dims=meta["spatial_dims"],
+        upsample=meta["config"]["model"].get("upsample", "deconv"),
         modality=meta["modality"], units=intensity["units"], channels=meta["image_channels"],
         patch=meta["patch_size"], spacing=" x ".join(f"{s:g}" for s in meta["spacing_mm"]),
         labels=meta["lesion_labels"], low=", ".join(f"{x:g}" for x in intensity["low"]),

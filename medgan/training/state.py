@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 def build_generator(config: MedganConfig, image_channels: int) -> Generator:
     return Generator(config.spatial_dims, config.data.patch_size, image_channels=image_channels,
-                     latent_dim=config.model.latent_dim, ngf=config.model.ngf)
+                     latent_dim=config.model.latent_dim, ngf=config.model.ngf,
+                     upsample=config.model.upsample)
 
 
 def build_discriminator(config: MedganConfig, image_channels: int) -> Discriminator:
