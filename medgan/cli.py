@@ -260,7 +260,7 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
               help="Keep only the largest connected lesion component of each mask.")
 @click.option("--min-lesion-diameter-mm", type=click.FloatRange(min=0.0), default=None,
               help="Redraw samples whose lesion is smaller than a disc (2D) / ball (3D) of this "
-                   "diameter in mm (default: 5); 0 keeps every size.")
+                   "diameter in mm (default: 3); 0 keeps every size.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, device: str,
                ema: bool, overwrite: bool, max_similarity: float | None, real_data: Path | None,

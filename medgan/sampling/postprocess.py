@@ -28,7 +28,7 @@ from medgan.errors import ConfigError, DataError
 #: Default smallest lesion component kept, in voxels, per number of spatial dimensions.
 DEFAULT_MIN_SIZE: dict[int, int] = {2: 10, 3: 20}
 #: Default smallest whole lesion kept, as an equivalent diameter in mm (see the module docstring).
-DEFAULT_MIN_DIAMETER_MM = 5.0
+DEFAULT_MIN_DIAMETER_MM = 3.0
 
 
 @functools.lru_cache(maxsize=4)

@@ -61,10 +61,18 @@ def test_too_small_threshold(spatial_dims):
     assert MaskPostprocess(min_diameter_mm=d + 0.01).too_small(mask, spacing)
     assert not MaskPostprocess(min_diameter_mm=d).too_small(mask, spacing)
     assert not MaskPostprocess(min_diameter_mm=0).too_small(mask, spacing)
-    assert MaskPostprocess().too_small(mask, spacing)  # default 5 mm
-    assert not MaskPostprocess().too_small(mask, (2.0, 2.0, 2.0))  # same voxels, 2 mm
+    assert MaskPostprocess(min_diameter_mm=5).too_small(mask, spacing)
+    assert not MaskPostprocess(min_diameter_mm=5).too_small(mask, (2.0, 2.0, 2.0))  # 2 mm voxels
     assert not MaskPostprocess(min_diameter_mm=100).too_small(mask * 0, spacing)  # empty
-    assert MaskPostprocess().min_diameter_mm == DEFAULT_MIN_DIAMETER_MM == 5.0
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_default_is_3_mm(spatial_dims):
+    assert MaskPostprocess().min_diameter_mm == DEFAULT_MIN_DIAMETER_MM == 3.0
+    mask = np.zeros((16,) * spatial_dims, np.uint8)
+    mask[(slice(4, 6),) * spatial_dims] = 1  # 2^d voxels: 2.26 mm (2D), 2.48 mm (3D) at 1 mm
+    assert MaskPostprocess().too_small(mask, (1.0, 1.0, 1.0))
+    assert not MaskPostprocess().too_small(mask, (1.5, 1.5, 1.5))  # 3.39 mm, 3.72 mm
 
 
 def _diameters(out, spacing):
