@@ -23,12 +23,14 @@ LossKind = Literal["bce", "hinge", "wgan-gp"]
 ModelKindName = Literal["dcgan"]
 DiffAugmentPolicy = Literal["translation", "cutout", "brightness", "contrast"]
 DiscriminatorNorm = Literal["batch", "instance", "none"]
+UpsampleMode = Literal["deconv", "resize"]
 
 #: Model kinds a config may name; :mod:`medgan.checkpoint.kinds` builds each one.
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKindName)
 #: DiffAugment policies (implemented in :mod:`medgan.training.diffaugment`).
 DIFFAUGMENT_POLICIES: tuple[str, ...] = get_args(DiffAugmentPolicy)
 DISCRIMINATOR_NORMS: tuple[str, ...] = get_args(DiscriminatorNorm)
+UPSAMPLE_MODES: tuple[str, ...] = get_args(UpsampleMode)
 #: Patch edge lengths each rank supports (powers of two whose 4^d bottleneck fits in memory).
 PATCH_SIZES: dict[int, tuple[int, ...]] = {2: (32, 64, 128), 3: (32, 64)}
 
@@ -129,6 +131,12 @@ class ModelConfig(_Strict):
     )
     latent_dim: int = Field(100, gt=0, description="Size of the latent vector z.")
     ngf: int = Field(64, gt=0, description="Generator base width (channels of the last block).")
+    upsample: UpsampleMode = Field(
+        "deconv", description="How the generator doubles its feature maps: 'deconv' (transposed "
+        "convolution, DCGAN) or 'resize' (nearest-neighbour x2, then a kernel-3 convolution; no "
+        "checkerboard artifacts). The configs in configs/ use 'resize'; a config without the key "
+        "(every checkpoint of medgan 0.1) means 'deconv'."
+    )
     ndf: int = Field(
         64, gt=0, description="Discriminator base width (first block)."
     )

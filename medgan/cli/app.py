@@ -287,11 +287,14 @@ def check_datalist(data: Path, skip_bad: bool = False) -> None:
 @click.option("--format", "file_format", type=click.Choice(["nifti", "dicom"]), default="nifti",
               help="nifti: imagesTr/ + labelsTr/ NIfTI pairs; dicom: a DICOM series + DICOM SEG "
                    "per sample in dicomTr/ (new UIDs, marked synthetic).")
+@click.option("--min-lesion-diameter-mm", type=click.FloatRange(min=0.0), default=None,
+              help="Redraw samples whose lesion is smaller than a disc (2D) / ball (3D) of this "
+                   "diameter in mm (default: 3); 0 keeps every size.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, device: str,
                ema: bool, overwrite: bool, max_similarity: float | None, real_data: Path | None,
                min_lesion_voxels: int | None, keep_largest: bool, file_format: str,
-               progress: bool) -> None:
+               min_lesion_diameter_mm: float | None, progress: bool) -> None:
     """Generate N synthetic lesion image + mask pairs from a checkpoint as a MONAI dataset.
 
     Images are written in physical units (HU, SUV, MR scale) with the training spacing, masks
@@ -311,15 +314,18 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
         check_datalist(real_data)
     from medgan.sampling import MaskPostprocess, sample
 
+    post = MaskPostprocess(min_size=min_lesion_voxels, keep_largest=keep_largest)
+    if min_lesion_diameter_mm is not None:
+        post = MaskPostprocess(min_size=min_lesion_voxels, keep_largest=keep_largest,
+                               min_diameter_mm=min_lesion_diameter_mm)
     result = sample(checkpoint, n, out, seed=seed, batch_size=batch_size, device=device,
                     use_ema=ema, overwrite=overwrite, max_similarity=max_similarity,
-                    real_datalist=real_data, progress=progress,
-                    postprocess=MaskPostprocess(min_size=min_lesion_voxels,
-                                                keep_largest=keep_largest),
+                    real_datalist=real_data, progress=progress, postprocess=post,
                     file_format=file_format)
     click.echo(f"wrote {result.n} pairs ({result.samples_per_s:.1f} samples/s)")
     click.echo(f"datalist:      {result.datalist}")
     click.echo(f"contact sheet: {result.contact_sheet}")
-    if result.n_redrawn_empty or result.n_redrawn_similar:
+    if result.n_redrawn_empty or result.n_redrawn_similar or result.n_redrawn_small:
         click.echo(f"redrawn: {result.n_redrawn_empty} empty mask(s), "
+                   f"{result.n_redrawn_small} lesion(s) below {post.min_diameter_mm:g} mm, "
                    f"{result.n_redrawn_similar} too similar to real data")

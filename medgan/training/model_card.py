@@ -15,7 +15,7 @@ sets.
 
 | field | value |
 |---|---|
-| model | {kind} ({dims}D), joint lesion image + mask generator |
+| model | {kind} ({dims}D, {upsample} upsampling), joint lesion image + mask generator |
 | modality | {modality} ({units}) |
 | image channels | {channels} (+ 1 mask channel) |
 | patch size | {patch} voxels at {spacing} mm |
@@ -95,7 +95,8 @@ def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
     diversity = history.get("diversity_msssim")
     text = TEMPLATE.format(
         name=config.get("name", "medgan"), kind=config["model"].get("kind", "dcgan").upper(),
-        dims=config["spatial_dims"], modality=config["modality"], units=intensity["units"],
+        upsample=config["model"].get("upsample", "deconv"), dims=config["spatial_dims"],
+        modality=config["modality"], units=intensity["units"],
         channels=meta["image_channels"], patch=config["data"]["patch_size"],
         spacing=" x ".join(f"{s:g}" for s in meta["spacing_mm"]),
         labels=meta["lesion_labels"], low=", ".join(f"{x:g}" for x in intensity["low"]),
