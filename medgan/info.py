@@ -60,9 +60,12 @@ def _checkpoint_info(path: Path) -> dict[str, Any]:
     meta = read_sidecar(folder)
     keys = ("modality", "spatial_dims", "patch_size", "image_channels", "spacing_mm", "step",
             "n_cases", "n_patches", "data_fingerprint", "medgan_version")
+    cases = meta.get("training_cases")
     return {"file": str(folder), "kind": "checkpoint", "synthetic": False,
             "checkpoint_sha256": sha256_file(folder / "checkpoint.json"),
-            **{k: meta.get(k) for k in keys}}
+            **{k: meta.get(k) for k in keys},
+            "training_cases": ([c["id"] for c in cases] if cases is not None
+                               else "not recorded (trained before medgan recorded them)")}
 
 
 def describe(path: str | Path) -> dict[str, Any]:

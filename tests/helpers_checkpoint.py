@@ -36,11 +36,14 @@ def make_checkpoint(
     run_dir: Path, spatial_dims: int = 2, patch_size: int = 32, image_channels: int = 1,
     modality: str = "ct", ema: bool = True, latent_dim: int = 8, ngf: int = 8, seed: int = 0,
     spacing_mm: tuple[float, float, float] = (1.5, 1.5, 3.0),
+    training_cases: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write ``<run_dir>/checkpoints/step-00000000`` and ``latest.json``; returns ``run_dir``.
 
     The weights are random (see :func:`_structured_init`), the EMA copy is BatchNorm-calibrated
-    by :meth:`TrainState.checkpoint` as in training.
+    by :meth:`TrainState.checkpoint` as in training. ``training_cases`` (``[{"id", "files"}]``)
+    is recorded as the cases it claims to be trained on; None records none (an older
+    checkpoint).
     """
     config = config_from_dict({
         "modality": modality, "spatial_dims": spatial_dims,
@@ -62,5 +65,7 @@ def make_checkpoint(
         "lesion_labels": [1], "data_fingerprint": "test", "n_cases": 0, "n_patches": 0,
         "n_lesion_patches": 0, "history": {"loss_d": [[1, 0.5]]},
     }
+    if training_cases is not None:
+        sidecar["training_cases"] = training_cases
     state.checkpoint(run_dir / "checkpoints", sidecar)
     return run_dir

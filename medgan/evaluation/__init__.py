@@ -13,7 +13,7 @@ _LAZY = {
     "evaluate_segmentation": "medgan.evaluation.segmentation",
     "SegmentationResult": "medgan.evaluation.segmentation",
     "BenchmarkSettings": "medgan.evaluation.segmentation_run",
-    "ARMS": "medgan.evaluation.segmentation_run",
+    "ARMS": "medgan.evaluation.arms",
     "evaluate_quality": "medgan.evaluation.quality",
     "evaluate_privacy": "medgan.evaluation.privacy",
     "RandCarveMixd": "medgan.evaluation.baselines",

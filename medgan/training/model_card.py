@@ -22,6 +22,7 @@ sets.
 | lesion label values | {labels} |
 | intensity mapping | [{low}] .. [{high}] {units} -> [-1, 1] |
 | training data | {n_cases} case(s), {n_patches} patches ({n_lesion} with lesion) |
+| training cases (ids; SHA-256 per file in `checkpoint.json`) | {case_ids} |
 | data fingerprint (SHA-256) | `{fingerprint}` |
 | training steps | {steps} |
 | final losses | {losses} |
@@ -70,6 +71,14 @@ def _stabilisers(config: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _case_ids(meta: dict[str, Any], shown: int = 50) -> str:
+    ids = [str(c["id"]) for c in meta.get("training_cases") or []]
+    if not ids:
+        return "not recorded"
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
+
+
 def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
                      history: dict[str, list[tuple[int, float]]], steps: int,
                      images_per_s: float) -> Path:
@@ -89,7 +98,7 @@ def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
         diversity=f"{diversity[-1][1]:.3f}" if diversity else "n/a", ips=images_per_s,
         checkpoint=checkpoint, checkpoint_name=checkpoint.name, seed=meta.get("seed"),
         stabilisers=_stabilisers(meta["config"]),
-        version=meta["medgan_version"],
+        version=meta["medgan_version"], case_ids=_case_ids(meta),
     )
     path = run_dir / "MODEL_CARD.md"
     write_text_atomic(path, text)

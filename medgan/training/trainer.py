@@ -90,11 +90,13 @@ def _load_bank(config: MedganConfig, data: Path, run_dir: Path, seed: int,
 
 
 def checkpoint_metadata(config: MedganConfig, bank: PatchBank, seed: int,
-                        data_source: str | Path = "", world_size: int = 1) -> dict[str, Any]:
+                        data_source: str | Path = "", world_size: int = 1,
+                        training_cases: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything sampling needs besides the weights (recorded in every checkpoint).
 
     ``world_size`` is the number of training processes (torchrun), each with
-    ``train.batch_size`` patches per step.
+    ``train.batch_size`` patches per step. ``training_cases``: the patients trained on
+    (:func:`medgan.data.provenance.training_cases`: id and SHA-256 per file).
     """
     return {
         "config": config.to_dict(), "seed": seed, "data_source": str(data_source),
@@ -105,8 +107,15 @@ def checkpoint_metadata(config: MedganConfig, bank: PatchBank, seed: int,
         "lesion_labels": config.data.lesion_labels, "data_fingerprint": bank.fingerprint,
         "n_cases": len(bank.case_ids), "n_patches": len(bank),
         "n_lesion_patches": int(bank.has_lesion.sum()), "medgan_version": __version__,
-        "world_size": world_size,
+        "world_size": world_size, "training_cases": training_cases,
     }
+
+
+def _training_cases(source: Path, case_ids: list[str]) -> list[dict[str, Any]]:
+    """Id and file hashes of the cases in the patch bank (the ones trained on)."""
+    from medgan.data.provenance import training_cases
+
+    return training_cases(load_datalist(source, []), case_ids)
 
 
 def _resume_config(run_dir: Path, config: MedganConfig | None, overrides: dict[str, Any] | None
@@ -186,7 +195,8 @@ def train(
     if dist.is_main and not resume:  # after the data loaded: bad input leaves --out empty
         save_config(config, run_dir / "config.yaml")
     state = TrainState.create(config, bank.image_channels, dist.device, seed + dist.rank)
-    meta = checkpoint_metadata(config, bank, seed, source, dist.world_size)
+    meta = checkpoint_metadata(config, bank, seed, source, dist.world_size,
+                               _training_cases(source, bank.case_ids))
     history: dict[str, list[tuple[int, float]]] = {}
     if resume_from is not None:
         old = state.restore(resume_from, rank=dist.rank)
