@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from medgan.atomic import write_json_atomic
-from medgan.config import MedganConfig
-from medgan.errors import CheckpointError
+from medgan.config import MedganConfig, config_from_dict
+from medgan.errors import CheckpointError, ConfigError
+from medgan.evaluation.splits import Split
 
 log = logging.getLogger(__name__)
 FOLDER = "generators"
@@ -86,3 +89,60 @@ def train_regime_generator(out: Path, regime: str, cases: Sequence[Mapping[str, 
     train(None if resume else config, data=data, out=run_dir, resume=resume, device=device,
           progress=progress, overrides={"train.steps": steps} if resume else None)
     return RegimeGenerator(regime, run_dir, ids, trained_now=True)
+
+
+def generator_config(source: str | Path | MedganConfig, overrides: dict[str, Any] | None
+                      ) -> MedganConfig:
+    """The per-regime generator config: a YAML path (with dotted ``overrides``) or a config."""
+    from medgan.config import load_config
+
+    if isinstance(source, MedganConfig):
+        if not overrides:
+            return source
+        data = source.to_dict()
+        for key, value in overrides.items():
+            *parents, leaf = key.split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return config_from_dict(data, source="generator_overrides")
+    return load_config(source, overrides or {})
+
+
+def regime_generators(out: Path, split: Split, datalist: list[dict[str, Any]], generator: Any,
+                       gen_config: MedganConfig | None, dev: torch.device, device: str,
+                       allow_superset: bool, protocol: dict[str, Any],
+                       previous: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """regime -> loaded generator: ``generator`` for every regime, or one trained per regime
+    with ``gen_config``; each is checked against the split (:func:`check_generator`) and
+    recorded in ``protocol`` (``generators``, ``generator_warnings``). ``previous``: the
+    ``generators`` entry of the benchmark being resumed (a different checkpoint is refused)."""
+    from medgan.data.provenance import training_cases
+    from medgan.evaluation.generators import train_regime_generator
+    from medgan.evaluation.leakage import check_generator
+    from medgan.sampling import load_generator
+
+    records = training_cases(datalist)
+    by_id = {str(c["case_id"]): c for c in datalist}
+    loaded, info, warnings = {}, {}, []
+    for regime, ids in split.regimes.items():
+        g = generator
+        if gen_config is not None:
+            trained = train_regime_generator(out, regime, [by_id[i] for i in ids], gen_config,
+                                             device, progress)
+            g = load_generator(trained.run_dir, device=dev)
+        note = check_generator(g.metadata, records, split.test, regime, ids,
+                               str(g.checkpoint_path), allow_superset)
+        if note:
+            warnings.append(note)
+        loaded[regime] = g
+        info[regime] = {"checkpoint": str(g.checkpoint_path),
+                        "checkpoint_sha256": g.checkpoint_sha256,
+                        "case_ids": [str(c["id"]) for c in g.metadata["training_cases"]]}
+    for regime, entry in previous.items():
+        if regime in info and entry["checkpoint_sha256"] != info[regime]["checkpoint_sha256"]:
+            raise ConfigError(f"{out}: the generator of regime {regime!r} differs from the one "
+                              "the benchmark being resumed used; use a new --out")
+    protocol["generators"], protocol["generator_warnings"] = info, warnings
+    return loaded

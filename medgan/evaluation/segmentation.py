@@ -46,6 +46,7 @@ from medgan.evaluation.arms import (
     REFERENCE_ARM,
     run_name,
 )
+from medgan.evaluation.generators import generator_config, regime_generators
 from medgan.evaluation.segmentation_run import (
     BenchmarkSettings,
     context_roi,
@@ -276,7 +277,7 @@ def evaluate_segmentation(
 
         generator = load_generator(checkpoint, device=dev)
     elif train_generator is not None:
-        gen_config = _generator_config(train_generator, generator_overrides)
+        gen_config = generator_config(train_generator, generator_overrides)
     cfg = _resolve_config(generator, config, gen_config)
     settings = _settings(fast, iterations, generator or gen_config, cfg.spatial_dims,
                          {"validation_fraction": validation_fraction,
@@ -310,68 +311,14 @@ def evaluate_segmentation(
     try:
         generators = {}
         if any(a in GAN_ARMS for a in arms) or generator is not None:
-            generators = _regime_generators(out, split, datalist, generator, gen_config, dev,
-                                            device, allow_generator_superset, protocol,
-                                            old.get("generators") or {}, progress)
+            generators = regime_generators(out, split, datalist, generator, gen_config, dev,
+                                           device, allow_generator_superset, protocol,
+                                           old.get("generators") or {}, progress)
+            write_json_atomic(out / PROTOCOL, protocol)
         return _run_all(out, cases, split, arms, ratios, seeds, cfg, settings, generators, dev,
                         protocol, progress)
     finally:
         torch.set_num_threads(previous)
-
-
-def _generator_config(source: str | Path | MedganConfig, overrides: dict[str, Any] | None
-                      ) -> MedganConfig:
-    """The per-regime generator config: a YAML path (with dotted ``overrides``) or a config."""
-    from medgan.config import load_config
-
-    if isinstance(source, MedganConfig):
-        if not overrides:
-            return source
-        data = source.to_dict()
-        for key, value in overrides.items():
-            *parents, leaf = key.split(".")
-            node = data
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
-        return config_from_dict(data, source="generator_overrides")
-    return load_config(source, overrides or {})
-
-
-def _regime_generators(out: Path, split: Split, datalist: list[dict[str, Any]], generator: Any,
-                       gen_config: MedganConfig | None, dev: torch.device, device: str,
-                       allow_superset: bool, protocol: dict[str, Any],
-                       previous: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """regime -> loaded generator, each checked against the split; recorded in protocol.json."""
-    from medgan.data.provenance import training_cases
-    from medgan.evaluation.generators import train_regime_generator
-    from medgan.evaluation.leakage import check_generator
-    from medgan.sampling import load_generator
-
-    records = training_cases(datalist)
-    by_id = {str(c["case_id"]): c for c in datalist}
-    loaded, info, warnings = {}, {}, []
-    for regime, ids in split.regimes.items():
-        g = generator
-        if gen_config is not None:
-            trained = train_regime_generator(out, regime, [by_id[i] for i in ids], gen_config,
-                                             device, progress)
-            g = load_generator(trained.run_dir, device=dev)
-        note = check_generator(g.metadata, records, split.test, regime, ids,
-                               str(g.checkpoint_path), allow_superset)
-        if note:
-            warnings.append(note)
-        loaded[regime] = g
-        info[regime] = {"checkpoint": str(g.checkpoint_path),
-                        "checkpoint_sha256": g.checkpoint_sha256,
-                        "case_ids": [str(c["id"]) for c in g.metadata["training_cases"]]}
-    for regime, entry in previous.items():
-        if regime in info and entry["checkpoint_sha256"] != info[regime]["checkpoint_sha256"]:
-            raise ConfigError(f"{out}: the generator of regime {regime!r} differs from the one "
-                              "the benchmark being resumed used; use a new --out")
-    protocol["generators"], protocol["generator_warnings"] = info, warnings
-    write_json_atomic(out / PROTOCOL, protocol)
-    return loaded
 
 
 def _settings(fast: bool, iterations: int | None, generator: Any, spatial_dims: int,
