@@ -23,7 +23,7 @@ case "$which" in
     medgan evaluate segmentation --data "$data_root/lidc_nodules/dataset.json" \
       --train-generator "$root/configs/lidc_nodules_2d.yaml" --generator-steps 800 \
       --out "$out" --train-cases 5,10 --seeds "$seeds" --ratio "$ratios" \
-      --min-component-voxels 10 --iterations 2000 --eval-every 200 --patience 3 \
+      --min-component-voxels 10 --iterations 1000 --eval-every 100 --patience 3 \
       --device cpu --threads 1 --no-progress "${resume[@]}"
     ;;
   brats)
@@ -42,7 +42,7 @@ PY
       --generator-set model.latent_dim=64 --generator-set train.batch_size=32 \
       --generator-set train.ema_decay=0.995 \
       --out "$out" --train-cases 2,all --seeds "$seeds" --ratio "$ratios" \
-      --min-component-voxels 10 --iterations 2000 --eval-every 200 --patience 3 \
+      --min-component-voxels 10 --iterations 1000 --eval-every 100 --patience 3 \
       --device cpu --threads 1 --no-progress "${resume[@]}"
     ;;
   *) echo "unknown benchmark $which (lidc or brats)" >&2; exit 2 ;;

@@ -36,18 +36,19 @@ def _file_names(paths: Sequence[str]) -> list[str]:
             for n, p in zip(names, paths, strict=True)]
 
 
-def case_record(case: Case) -> dict[str, Any]:
-    """``{"id": case id, "files": {name: sha256}}`` for the image file(s) and the label."""
-    paths = image_files(case) + ([case["label"]] if case.get("label") else [])
+def case_record(case: Case, label: bool = True) -> dict[str, Any]:
+    """``{"id": case id, "files": {name: sha256}}`` for the image file(s) and (``label``) the
+    label file."""
+    paths = image_files(case) + ([case["label"]] if label and case.get("label") else [])
     return {"id": str(case["case_id"]),
             "files": {n: file_sha256(p) for n, p in zip(_file_names(paths), paths, strict=True)}}
 
 
-def training_cases(cases: Iterable[Case], used_ids: Iterable[str] | None = None
-                   ) -> list[dict[str, Any]]:
+def training_cases(cases: Iterable[Case], used_ids: Iterable[str] | None = None,
+                   label: bool = True) -> list[dict[str, Any]]:
     """Records (:func:`case_record`) of the ``cases`` whose id is in ``used_ids`` (all: None)."""
     keep = None if used_ids is None else {str(i) for i in used_ids}
-    return [case_record(c) for c in cases if keep is None or str(c["case_id"]) in keep]
+    return [case_record(c, label) for c in cases if keep is None or str(c["case_id"]) in keep]
 
 
 def recorded_ids(meta: dict[str, Any]) -> list[str] | None:

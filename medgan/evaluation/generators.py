@@ -123,7 +123,7 @@ def regime_generators(out: Path, split: Split, datalist: list[dict[str, Any]], g
     from medgan.evaluation.leakage import check_generator
     from medgan.sampling import load_generator
 
-    records = training_cases(datalist)
+    records = training_cases(datalist, label=False)  # labels may repeat (empty)
     by_id = {str(c["case_id"]): c for c in datalist}
     loaded, info, warnings = {}, {}, []
     for regime, ids in split.regimes.items():

@@ -3,8 +3,9 @@ outside the regime it serves).
 
 A checkpoint records the cases it was trained on (``training_cases``: id + SHA-256 per file,
 see :mod:`medgan.data.provenance`). A recorded case *overlaps* a benchmark case when the ids
-are equal or when any of its file hashes equals one of that case's file hashes (a renamed
-copy of a test scan is still caught).
+are equal or when any of its file hashes equals the hash of one of that case's image files (a
+renamed copy of a test scan is still caught; label files are not compared, since lesion-free
+cases can have byte-identical empty labels).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def generator_case_ids(meta: Mapping[str, Any], benchmark_cases: Sequence[Mappin
                        source: str) -> set[str]:
     """Benchmark case ids the generator was trained on (by id or by file hash).
 
-    ``benchmark_cases``: records of the benchmark's cases (``{"id", "files"}``). Raises
+    ``benchmark_cases``: records of the benchmark's cases (``{"id", "files"}``, image files
+    only: :func:`~medgan.data.provenance.training_cases` with ``label=False``). Raises
     :class:`GeneratorLeakError` when the checkpoint records no training cases.
     """
     recorded = meta.get("training_cases")

@@ -82,10 +82,21 @@ def test_regime_patients_only_pass(phantom_data, split, tmp_path) -> None:
     from medgan.data.provenance import training_cases
     from medgan.evaluation.leakage import check_generator
 
-    data = training_cases(load_datalist(phantom_data))
+    data = training_cases(load_datalist(phantom_data), label=False)
     meta = {"training_cases": records(phantom_data, split.regimes["2"])}
     assert check_generator(meta, data, split.test, "2", split.regimes["2"], "g") is None
     wide = {"training_cases": records(phantom_data, split.regimes["all"])}
     note = check_generator(wide, data, split.test, "2", split.regimes["2"], "g",
                            allow_superset=True)
     assert note and "superset allowed" in note
+
+
+def test_identical_label_files_are_not_a_leak() -> None:
+    from medgan.evaluation.leakage import check_generator
+
+    benchmark = [{"id": "test1", "files": {"test1.nii.gz": "img-t"}},
+                 {"id": "train1", "files": {"train1.nii.gz": "img-a"}}]
+    # trained on train1, whose (empty) label file happens to equal test1's byte for byte
+    meta = {"training_cases": [{"id": "train1", "files": {"imagesTr/train1.nii.gz": "img-a",
+                                                          "labelsTr/train1.nii.gz": "empty"}}]}
+    assert check_generator(meta, benchmark, ["test1"], "1", ["train1"], "g") is None

@@ -114,7 +114,7 @@ def test_best_validation_weights_are_kept_and_patience_stops() -> None:
     log = train_unet(net, Stream(), s, torch.device("cpu"), validate)
     assert [it for it, _ in log.curve] == [5, 10, 15, 20]  # stopped before the 0.9
     assert log.best_iteration == 10 and log.stopped_at == 20 and log.best_dice == 0.5
-    assert float(net.w) == pytest.approx(seen[1])  # the weights validated at iteration 10
+    assert float(net.w.detach()) == pytest.approx(seen[1])  # the weights validated at iteration 10
 
 
 def test_without_validation_the_last_weights_are_kept() -> None:
