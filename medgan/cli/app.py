@@ -168,7 +168,7 @@ def info_cmd(path: Path, as_json: bool) -> None:
     click.echo(json.dumps(info, indent=2) if as_json else format_info(info))
 
 
-def _parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
+def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
     """``--set train.steps=100`` -> ``{"train.steps": 100}`` (values parsed as YAML)."""
     import yaml
 
@@ -222,7 +222,7 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
     from medgan.config import load_config
     from medgan.runs import plan_run, resolve_run_config
 
-    values = _parse_overrides(overrides)
+    values = parse_overrides(overrides)
     if steps is not None:
         values["train.steps"] = steps
     if compile_models:

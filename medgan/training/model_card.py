@@ -51,19 +51,21 @@ patients with `medgan evaluate privacy` before sharing samples.
 - `loss_curves.png`, `tensorboard/`: training curves.
 
 ## Training cases
-The generator saw these cases and no others (SHA-256 of the first image file and of the label;
-`checkpoint.json` lists every file). A benchmark must not test on them.
+The generator saw these cases and no others (`checkpoint.json` holds the full hashes). A
+benchmark must not test on them; `medgan evaluate segmentation` refuses a generator that did.
 
 {cases}
 """
 
 
 def _cases_table(cases: list[dict[str, Any]]) -> str:
-    rows = ["| case | image SHA-256 | label SHA-256 |", "|---|---|---|"]
+    if not cases:
+        return "not recorded"
+    rows = ["| case | files (SHA-256, first 16 hex digits) |", "|---|---|"]
     for case in cases:
-        images = case.get("images") or [{}]
-        rows.append(f"| {case['id']} | `{str(images[0].get('sha256', ''))[:16]}` | "
-                    f"`{str(case.get('label', {}).get('sha256', ''))[:16]}` |")
+        files = ", ".join(f"{name} `{digest[:16]}`"
+                          for name, digest in (case.get("files") or {}).items())
+        rows.append(f"| {case['id']} | {files} |")
     return "\n".join(rows)
 
 
