@@ -64,7 +64,7 @@ def make_checkpoint(
                          seed=seed, data_fingerprint="test"),
         "history": {"loss_d": [[1, 0.5]]},
     }
-    if training_cases is not None:
-        sidecar["training_cases"] = training_cases
+    if training_cases is None:
+        del sidecar["training_cases"]  # as a checkpoint that records none
     state.checkpoint(run_dir / "checkpoints", sidecar)
     return run_dir

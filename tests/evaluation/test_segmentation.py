@@ -87,9 +87,9 @@ def test_report_files(benchmark: Path) -> None:
 
 
 def test_generators_trained_on_exactly_the_regime_patients(benchmark: Path, phantom_data) -> None:
+    from medgan.checkpoint import read_sidecar, resolve_checkpoint
     from medgan.data import load_datalist
     from medgan.data.provenance import file_sha256
-    from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
 
     protocol = json.loads((benchmark / "protocol.json").read_text())
     paths = {c["case_id"]: c for c in load_datalist(phantom_data)}

@@ -20,8 +20,8 @@ from medgan.errors import TrainingDivergedError
 from medgan.training.monitor import Monitor, TrainResult
 from medgan.training.state import TrainState
 
-CASES = [{"id": "patient_017", "images": [{"sha256": "1" * 64}], "label": {"sha256": "2" * 64}},
-         {"id": "patient_042", "images": [{"sha256": "3" * 64}], "label": {"sha256": "4" * 64}}]
+CASES = [{"id": "patient_017", "files": {"img.nii.gz": "1" * 64, "lab.nii.gz": "2" * 64}},
+         {"id": "patient_042", "files": {"img.nii.gz": "3" * 64, "lab.nii.gz": "4" * 64}}]
 
 
 def make_monitor(run: Path, steps: int, log_every: int, sample_every: int,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from medgan.checkpoint import read_sidecar, resolve_checkpoint
 from medgan.cli import main
 from medgan.config import config_from_dict
 from medgan.data import load_datalist
 from medgan.data.provenance import file_sha256, recorded_ids
 from medgan.info import describe
-from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
 from medgan.training.trainer import train
 
 
