@@ -133,9 +133,9 @@ class ModelConfig(_Strict):
     ngf: int = Field(64, gt=0, description="Generator base width (channels of the last block).")
     upsample: UpsampleMode = Field(
         "deconv", description="How the generator doubles its feature maps: 'deconv' (transposed "
-        "convolution, DCGAN) or 'resize' (nearest-neighbour x2, then a kernel-3 convolution; no "
-        "checkerboard artifacts). The configs in configs/ use 'resize'; a config without the key "
-        "(every checkpoint of medgan 0.1) means 'deconv'."
+        "convolution, DCGAN) or 'resize' (nearest-neighbour x2, then a kernel-3 convolution: no "
+        "checkerboard texture, 2-3x the generator's compute). The configs in configs/ use "
+        "'resize'; a config without the key (every checkpoint of medgan 0.1) means 'deconv'."
     )
     ndf: int = Field(
         64, gt=0, description="Discriminator base width (first block)."

@@ -314,10 +314,8 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
         check_datalist(real_data)
     from medgan.sampling import MaskPostprocess, sample
 
-    post = MaskPostprocess(min_size=min_lesion_voxels, keep_largest=keep_largest)
-    if min_lesion_diameter_mm is not None:
-        post = MaskPostprocess(min_size=min_lesion_voxels, keep_largest=keep_largest,
-                               min_diameter_mm=min_lesion_diameter_mm)
+    size = {} if min_lesion_diameter_mm is None else {"min_diameter_mm": min_lesion_diameter_mm}
+    post = MaskPostprocess(min_size=min_lesion_voxels, keep_largest=keep_largest, **size)
     result = sample(checkpoint, n, out, seed=seed, batch_size=batch_size, device=device,
                     use_ema=ema, overwrite=overwrite, max_similarity=max_similarity,
                     real_datalist=real_data, progress=progress, postprocess=post,

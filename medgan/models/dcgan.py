@@ -5,10 +5,10 @@ One class serves both ranks: layers come from MONAI's factories
 (``UpSample``), so 2D and 3D share every line. The generator doubles its feature maps either with
 transposed convolutions (``upsample="deconv"``, the DCGAN paper's choice) or by nearest-neighbour
 resizing followed by a kernel-3 convolution (``upsample="resize"``, Odena et al., "Deconvolution
-and checkerboard artifacts", Distill 2016), which avoids the checkerboard pattern that
-uneven kernel overlap gives transposed convolutions. The generator returns the image channels
-followed by one lesion-mask channel, all in ``[-1, 1]`` (``mask = output[:, -1] > 0``). The
-discriminator returns raw logits ``(B,)``.
+and checkerboard artifacts", Distill 2016), which avoids the checkerboard pattern of strided
+transposed convolutions. The generator returns the image channels followed by one lesion-mask
+channel, all in ``[-1, 1]`` (``mask = output[:, -1] > 0``). The discriminator returns raw logits
+``(B,)``.
 """
 
 from __future__ import annotations

@@ -115,7 +115,8 @@ def test_finish_returns_the_result_and_writes_the_model_card(tmp_path) -> None:
         text = card.read_text()
         assert "## Training cases" in text and "Outputs are synthetic" in text
         for case in CASES:
-            assert f"| {case['id']} | `{case['images'][0]['sha256'][:16]}` |" in text
+            name, digest = next(iter(case['files'].items()))
+            assert f"| {case['id']} | {name} `{digest[:16]}`" in text
     history = json.loads((run / "history.json").read_text())
     assert [s for s, _ in history["loss_d"]] == [2, 4]
     assert (run / "loss_curves.png").is_file()
