@@ -20,7 +20,8 @@ from medgan.errors import ConfigError
 
 Modality = Literal["ct", "mr", "pet", "none"]
 LossKind = Literal["bce", "hinge", "wgan-gp"]
-ModelKindName = Literal["dcgan"]
+ModelKindName = Literal["dcgan", "inpaint"]
+MaskSourceName = Literal["real", "ellipsoid"]
 DiffAugmentPolicy = Literal["translation", "cutout", "brightness", "contrast"]
 DiscriminatorNorm = Literal["batch", "instance", "none"]
 
@@ -125,7 +126,8 @@ class ModelConfig(_Strict):
 
     kind: ModelKindName = Field(
         "dcgan", description="Model kind: 'dcgan' (unconditional generator of lesion image + "
-        "mask patches from a latent vector)."
+        "mask patches from a latent vector) or 'inpaint' (restores an erased region of a real "
+        "patch with a lesion shaped like a given mask; settings in the inpaint section)."
     )
     latent_dim: int = Field(100, gt=0, description="Size of the latent vector z.")
     ngf: int = Field(64, gt=0, description="Generator base width (channels of the last block).")
@@ -202,6 +204,63 @@ class TrainConfig(_Strict):
         return self
 
 
+class InpaintConfig(_Strict):
+    """Lesion inpainting (``model.kind: inpaint``): erase-and-restore training and insertion.
+
+    Sizes are in mm and converted to voxels with the finest in-plane spacing of the training
+    patches (:func:`medgan.models.inpaint.mm_to_voxels`).
+    """
+
+    erase_margin_mm: float = Field(
+        3.0, ge=0.0, le=20.0, description="The erase region E is the lesion mask dilated by "
+        "this margin; the generator restores E, every voxel outside it is kept bit for bit."
+    )
+    l1_weight: float = Field(
+        100.0, ge=0.0, description="Weight of the L1 distance to the real voxels inside E, "
+        "added to the adversarial generator loss."
+    )
+    empty_fraction: float = Field(
+        0.25, ge=0.0, le=1.0, description="Share of training pairs with an empty mask: a random "
+        "blob of lesion-free tissue is erased and restored as healthy tissue (lesion-free "
+        "patches always are)."
+    )
+    blob_radius_mm: tuple[float, float] = Field(
+        (3.0, 10.0), description="Radius range (low, high) of the healthy-fill blobs, in mm."
+    )
+    tissue_threshold: float | None = Field(
+        -0.9, ge=-1.0, le=1.0, description="Healthy-fill blobs are centred on voxels above this "
+        "model-space value when any exist (keeps them off the background); null = anywhere."
+    )
+    noise_channels: int = Field(8, ge=1, description="Noise maps appended at the bottleneck.")
+    local_discriminator: bool = Field(
+        False, description="Add a second discriminator on a crop around the erase region."
+    )
+    local_size: int = Field(
+        32, ge=8, description="Edge of the local discriminator's crop in voxels (<= patch_size)."
+    )
+    mask_source: MaskSourceName = Field(
+        "real", description="Lesion shapes used when inserting lesions with this checkpoint "
+        "(medgan sample --hosts, RandLesionInpaint): 'real' = the training masks (stored in "
+        "the checkpoint) deformed, 'ellipsoid' = ellipsoids sized like them."
+    )
+    grid_samples: int = Field(8, ge=1, le=64, description="Rows of the sample grids.")
+
+    @field_validator("blob_radius_mm")
+    @classmethod
+    def _blob(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < v[0] <= v[1]:
+            raise ValueError(f"blob_radius_mm must be (low, high) with 0 < low <= high, "
+                             f"not {list(v)}")
+        return v
+
+
+#: Settings that do not apply to ``model.kind: inpaint`` (an error when changed from default).
+NOT_FOR_INPAINT = {"model": ("latent_dim", "d_norm", "spectral_norm", "minibatch_std",
+                             "d_dropout"),
+                   "train": ("real_label", "gp_weight", "diffaugment", "amp", "compile",
+                             "sync_batchnorm", "collapse_threshold")}
+
+
 class MedganConfig(_Strict):
     """Everything one training run needs; saved in the run folder and in every checkpoint."""
 
@@ -220,6 +279,9 @@ class MedganConfig(_Strict):
     train: TrainConfig = Field(
         default_factory=TrainConfig, description="Optimisation, stabilisers, logging cadence."
     )
+    inpaint: InpaintConfig = Field(
+        default_factory=InpaintConfig, description="Lesion inpainting (model.kind: inpaint)."
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> MedganConfig:
@@ -234,7 +296,27 @@ class MedganConfig(_Strict):
                 "model.d_norm must be 'none' or 'instance' with train.loss 'wgan-gp', not 'batch' "
                 "(batch statistics break the per-sample gradient penalty)"
             )
+        if self.model.kind == "inpaint":
+            self._inpaint_checks()
         return self
+
+    def _inpaint_checks(self) -> None:
+        for section, names in NOT_FOR_INPAINT.items():
+            part = getattr(self, section)
+            for name in names:  # compared with the default, so a saved config reloads
+                if getattr(part, name) != type(part).model_fields[name].get_default(
+                        call_default_factory=True):
+                    raise ValueError(f"{section}.{name} does not apply to model.kind 'inpaint' "
+                                     "(remove it)")
+        if self.train.loss == "wgan-gp":
+            raise ValueError("train.loss must be 'bce' or 'hinge' for model.kind 'inpaint', "
+                             "not 'wgan-gp'")
+        if self.train.d_steps != 1:
+            raise ValueError(f"train.d_steps must be 1 for model.kind 'inpaint', not "
+                             f"{self.train.d_steps}")
+        if self.inpaint.local_size > self.data.patch_size:
+            raise ValueError(f"inpaint.local_size must be at most data.patch_size="
+                             f"{self.data.patch_size}, not {self.inpaint.local_size}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (paths as strings, tuples as lists)."""
