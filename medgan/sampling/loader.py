@@ -33,10 +33,13 @@ from medgan.checkpoint import (
     read_spec,
     resolve_checkpoint,
 )
+from medgan.checkpoint.files import LESION_MASKS
 from medgan.checkpoint.metadata import TRAINING_KEYS
 from medgan.data.intensity import IntensityMapping
 from medgan.devices import preferred_memory_format, resolve_device
 from medgan.errors import CheckpointError, ConfigError
+from medgan.models.inpaint import mm_to_voxels
+from medgan.sampling.inpainter import LoadedInpainter
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +198,12 @@ def _weights_stem(meta: dict[str, Any], folder: Path, use_ema: bool) -> str:
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu",
-                   use_ema: bool = True) -> LoadedGenerator:
+                   use_ema: bool = True, kind: str | None = None
+                   ) -> LoadedGenerator | LoadedInpainter:
     """Load the generator of a checkpoint for sampling.
+
+    A ``dcgan`` checkpoint gives a :class:`LoadedGenerator` (latent -> image + mask pairs), an
+    ``inpaint`` one a :class:`~medgan.sampling.inpainter.LoadedInpainter`.
 
     Args:
         path: run folder, its ``checkpoints/`` folder (latest checkpoint) or one checkpoint
@@ -204,14 +211,19 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
         device: "cpu", "cuda", "cuda:1" or "auto".
         use_ema: load the EMA weights (``generator_ema.safetensors``, the better sampler) when
             the checkpoint has them; False loads ``generator.safetensors``.
+        kind: the model kind the caller needs (``"dcgan"``, ``"inpaint"``); None = any.
 
     Raises:
-        CheckpointError: missing, tampered, pickled or incompatible checkpoint.
+        CheckpointError: missing, tampered, pickled or incompatible checkpoint, or one of
+            another ``kind``.
     """
     folder = resolve_checkpoint(path)
     meta = read_sidecar(folder)  # verifies hashes and format_version, refuses pickles
     sidecar = folder / SIDECAR
     spec = read_spec(meta, sidecar)
+    if kind is not None and spec.kind != kind:
+        raise CheckpointError(f"{folder}: holds a {spec.kind!r} model, but a {kind!r} model is "
+                              "needed here")
     config = spec.config
     dev = resolve_device(device)
     stem = _weights_stem(meta, folder, use_ema)
@@ -227,5 +239,13 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
     for p in net.parameters():
         p.requires_grad_(False)
     public = {k: v for k, v in meta.items() if k not in TRAINING_KEYS}
+    if spec.kind == "inpaint":
+        net.erase_margin = mm_to_voxels(config.inpaint.erase_margin_mm, spec.spacing_mm,
+                                        spec.spatial_dims)
+        masks = None
+        if f"{LESION_MASKS}.safetensors" in meta["files"]:
+            masks = load_weights(folder, LESION_MASKS, "cpu")["masks"].numpy() > 0
+        return LoadedInpainter(net, public, folder, checkpoint_sha256(folder), dev, spec,
+                               use_ema=stem == "generator_ema", lesion_masks=masks)
     return LoadedGenerator(net, public, folder, checkpoint_sha256(folder), dev,
                            use_ema=stem == "generator_ema", spec=spec)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from medgan import distributed
+from medgan.checkpoint.files import LESION_MASKS
 from medgan.config import MedganConfig
 from medgan.data import PatchBank
 from medgan.errors import ConfigError, DataError
@@ -35,8 +36,7 @@ from medgan.training.state import TrainState
 
 #: Scalars the inpainting loop reports per step.
 INPAINT_SCALARS = ("loss_d", "loss_g_adv", "loss_l1")
-#: Stem of the checkpoint file with the training lesion masks, and its largest count.
-MASK_FILE = "lesion_masks"
+#: Largest number of training lesion masks stored with a checkpoint.
 MAX_MASKS = 256
 
 
@@ -76,7 +76,7 @@ class InpaintRun:
         pick = np.linspace(0, len(rows) - 1, min(config.inpaint.grid_samples, len(rows)))
         self.grid_pairs = self.pairs[rows[torch.from_numpy(pick.round().astype(int))]]
         state.ema_inputs = self.calibration_inputs
-        state.extra_files = {MASK_FILE: {"masks": training_masks(bank)}}
+        state.extra_files = {LESION_MASKS: {"masks": training_masks(bank)}}
 
     def _numpy_rng(self, generator: torch.Generator) -> np.random.Generator:
         """A NumPy generator seeded by one draw of a (checkpointed) CPU torch generator."""
