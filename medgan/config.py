@@ -291,13 +291,13 @@ class MedganConfig(_Strict):
                 f"data.patch_size must be one of {', '.join(map(str, allowed))} for "
                 f"spatial_dims={self.spatial_dims}, not {self.data.patch_size}"
             )
+        if self.model.kind == "inpaint":
+            self._inpaint_checks()  # first: the DCGAN-only checks below do not apply
         if self.train.loss == "wgan-gp" and self.model.d_norm == "batch":
             raise ValueError(
                 "model.d_norm must be 'none' or 'instance' with train.loss 'wgan-gp', not 'batch' "
                 "(batch statistics break the per-sample gradient penalty)"
             )
-        if self.model.kind == "inpaint":
-            self._inpaint_checks()
         return self
 
     def _inpaint_checks(self) -> None:

@@ -119,7 +119,7 @@ class RandSyntheticLesion(RandomizableTransform):
             raise ConfigError(f"margin_mm must be >= 0, not {margin_mm}")
         RandomizableTransform.__init__(self, prob)
         self.generator = (generator if isinstance(generator, LoadedGenerator)
-                          else load_generator(generator))
+                          else load_generator(generator, kind="dcgan"))
         self.lesion_value = lesion_value
         self.blend_sigma = float(blend_sigma)
         self.allow_outside_body = allow_outside_body
