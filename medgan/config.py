@@ -205,39 +205,31 @@ class TrainConfig(_Strict):
 
 
 class InpaintConfig(_Strict):
-    """Lesion inpainting (``model.kind: inpaint``): erase-and-restore training and insertion.
-
-    Sizes are in mm and converted to voxels with the finest in-plane spacing of the training
-    patches (:func:`medgan.models.inpaint.mm_to_voxels`).
-    """
+    """Lesion inpainting (``model.kind: inpaint``); mm become voxels at the finest in-plane
+    spacing of the training patches (:func:`medgan.models.inpaint.mm_to_voxels`)."""
 
     erase_margin_mm: float = Field(
         3.0, ge=0.0, le=20.0, description="The erase region E is the lesion mask dilated by "
         "this margin; the generator restores E, every voxel outside it is kept bit for bit."
     )
-    l1_weight: float = Field(
-        100.0, ge=0.0, description="Weight of the L1 distance to the real voxels inside E, "
-        "added to the adversarial generator loss."
-    )
+    l1_weight: float = Field(100.0, ge=0.0, description="Weight of the L1 distance to the "
+                             "real voxels inside E, added to the adversarial generator loss.")
     empty_fraction: float = Field(
         0.25, ge=0.0, le=1.0, description="Share of training pairs with an empty mask: a random "
         "blob of lesion-free tissue is erased and restored as healthy tissue (lesion-free "
         "patches always are)."
     )
     blob_radius_mm: tuple[float, float] = Field(
-        (3.0, 10.0), description="Radius range (low, high) of the healthy-fill blobs, in mm."
-    )
+        (3.0, 10.0), description="Radius range (low, high) of the healthy-fill blobs, in mm.")
     tissue_threshold: float | None = Field(
         -0.9, ge=-1.0, le=1.0, description="Healthy-fill blobs are centred on voxels above this "
         "model-space value when any exist (keeps them off the background); null = anywhere."
     )
     noise_channels: int = Field(8, ge=1, description="Noise maps appended at the bottleneck.")
-    local_discriminator: bool = Field(
-        False, description="Add a second discriminator on a crop around the erase region."
-    )
-    local_size: int = Field(
-        32, ge=8, description="Edge of the local discriminator's crop in voxels (<= patch_size)."
-    )
+    local_discriminator: bool = Field(False, description="Add a second discriminator on a "
+                                      "crop around the erase region.")
+    local_size: int = Field(32, ge=8, description="Edge of the local discriminator's crop in "
+                            "voxels (<= patch_size).")
     mask_source: MaskSourceName = Field(
         "real", description="Lesion shapes used when inserting lesions with this checkpoint "
         "(medgan sample --hosts, RandLesionInpaint): 'real' = the training masks (stored in "

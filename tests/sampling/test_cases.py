@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from helpers_data import Phantom, phantom_arrays, write_datalist, write_nifti
 from helpers_inpaint import train_inpainter_run
 
-from medgan.augment.placement import PlacementSettings
 from medgan.augment.inpaint import RandLesionInpaintd
+from medgan.augment.placement import PlacementSettings
 from medgan.cli import main
 from medgan.errors import CheckpointError, DataError
 from medgan.sampling import load_generator
