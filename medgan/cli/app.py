@@ -20,7 +20,7 @@ import click
 
 from medgan._version import __version__
 from medgan.atomic import write_text_atomic
-from medgan.errors import MedganError, OutputError
+from medgan.errors import DataError, MedganError, OutputError
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
@@ -333,7 +333,10 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
     if kind == "inpaint" or hosts is not None:
         _check_cases_options(kind, hosts, max_similarity, file_format)
         prepare_out(out, overwrite)
-        check_datalist(hosts)
+        try:
+            check_datalist(hosts)
+        except DataError as err:
+            raise DataError(err.message, param="hosts") from None
         from medgan.sampling.cases import write_cases
 
         cases = write_cases(checkpoint, hosts, n, out, seed=seed,

@@ -125,7 +125,10 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
         raise ConfigError(f"lesions_per_case must be a positive integer, not {lesions_per_case}")
     out = Path(out)
     loaded = _load(checkpoint, device, use_ema)
-    cases = load_datalist(hosts)
+    try:
+        cases = load_datalist(hosts)
+    except DataError as err:
+        raise DataError(err.message, param="hosts") from None
     source = mask_source(loaded, mask_source_kind)
     transform = RandLesionInpaint(loaded, source, prob=1.0, placement=placement,
                                   lesion_value=loaded.lesion_labels[0])

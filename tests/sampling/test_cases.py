@@ -118,8 +118,9 @@ def test_datalist_loads_with_monai(run, hosts, tmp_path):
 
 
 def test_bad_inputs_are_clear(run, hosts, tmp_path, ckpt_2d):
-    with pytest.raises(DataError, match="datalist does not exist"):
+    with pytest.raises(DataError, match="datalist does not exist") as err:
         write_cases(run, tmp_path / "missing.json", 1, tmp_path / "a")
+    assert err.value.param == "hosts"
     with pytest.raises(CheckpointError, match="'dcgan' checkpoint") as err:
         write_cases(ckpt_2d, hosts, 1, tmp_path / "b")
     assert err.value.param == "hosts"
@@ -156,6 +157,10 @@ def test_cli_hosts_checks_before_work(run, hosts, tmp_path, ckpt_2d):
     res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--n", "1",
                                "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "--hosts" in res.output
+    res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--hosts",
+                               str(tmp_path / "nope.json"), "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "--hosts: " in res.output and "does not exist" in res.output
+    assert not (tmp_path / "d").exists()
     res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--hosts", str(hosts),
                                "--n", "2", "--lesions-per-case", "2", "--out",
                                str(tmp_path / "c"), "--no-progress"])
