@@ -111,3 +111,7 @@ def test_3d_inpaint_trains_on_32_cubed_patches(tmp_path, make_dataset):
     assert loaded.spatial_dims == 3 and loaded.lesion_masks.shape[1:] == (32, 32, 32)
     out = loaded.inpaint(torch.zeros(1, 32, 32, 32), torch.zeros(1, 32, 32, 32), seed=0)
     assert out.shape == (1, 32, 32, 32)
+    from medgan.sampling.cases import write_cases
+
+    cases = write_cases(loaded, data, 1, tmp_path / "cases")  # a 3D lesion in a 3D host
+    assert cases.n == 1 and cases.insertions[0][0].mask.ndim == 3
