@@ -58,5 +58,6 @@ def test_cli_reference_lists_every_command(site: Path) -> None:
 def test_api_reference_documents_config_fields(site: Path) -> None:
     html = (site / "reference" / "api" / "index.html").read_text(encoding="utf-8")
     for anchor in ("medgan.config.TrainConfig.ema_decay", "medgan.training.trainer.train",
-                   "medgan.augment.RandSyntheticLesiond", "medgan.sampling.load_generator"):
+                   "medgan.augment.RandSyntheticLesiond", "medgan.sampling.loader.load_generator",
+                   "medgan.checkpoint.metadata.read_spec", "medgan.sampling.job.sample"):
         assert f'id="{anchor}"' in html, f"{anchor} missing from the API reference"

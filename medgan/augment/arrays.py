@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_fill_holes
 
+from medgan.errors import DataError
+
 Array = np.ndarray | torch.Tensor
 
 BODY_PERCENTILES = (1.0, 99.0)
@@ -58,3 +60,15 @@ def write_window(dst: Array, window: tuple, values: np.ndarray) -> Array:
         values = np.rint(values)
     out[window] = values.astype(out.dtype)
     return out
+
+
+def check_generator_input(img: Array, spatial_dims: int, image_channels: int) -> None:
+    """``img`` must be ``(C, *S)`` with the generator's channels and rank (a 2D generator also
+    works on 3D images, slice by slice); DataError naming the shape otherwise."""
+    dims = img.ndim - 1
+    if not (dims == spatial_dims or (spatial_dims == 2 and dims == 3)):
+        raise DataError(f"image must be channel-first with {spatial_dims} spatial dimensions "
+                        f"for this {spatial_dims}D generator, not shape {tuple(img.shape)}")
+    if img.shape[0] != image_channels:
+        raise DataError(f"image has {img.shape[0]} channel(s) but the generator works on "
+                        f"{image_channels}; pass images with the channels it was trained on")

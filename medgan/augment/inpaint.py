@@ -22,7 +22,6 @@ default) or an :class:`~medgan.models.inpaint.InpaintGenerator` in memory. After
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +31,14 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
 
 from medgan.augment.arrays import Array, to_numpy, write_window
+from medgan.augment.dict_base import RandArrayTwind, RandLesionArray, check_prob
 from medgan.augment.masks import MaskSource
 from medgan.augment.placement import PlacementSettings, place_mask, tissue_region
 from medgan.data.intensity import IntensityMapping
-from medgan.errors import ConfigError, DataError
+from medgan.errors import ConfigError
 from medgan.models.inpaint import InpaintGenerator, erase_region
 from medgan.sampling.inpainter import LoadedInpainter
 
@@ -76,7 +75,7 @@ def resolve_inpainter(generator: Inpainter, intensity: IntensityMapping | None
     return generator, intensity
 
 
-class RandLesionInpaint(RandomizableTransform):
+class RandLesionInpaint(RandLesionArray):
     """Array transform: ``(image, label) -> (image, label)`` with one lesion inpainted.
 
     Args:
@@ -101,17 +100,15 @@ class RandLesionInpaint(RandomizableTransform):
                  placement: PlacementSettings | None = None,
                  spacing_mm: Sequence[float] | None = None, lesion_value: int = 1) -> None:
         generator, intensity = resolve_inpainter(generator, intensity)
-        if not 0.0 <= prob <= 1.0:
-            raise ConfigError(f"prob must be a number in [0, 1], not {prob}")
+        check_prob(prob)
         if mask_source.spatial_dims != generator.spatial_dims:
             raise ConfigError(f"mask_source makes {mask_source.spatial_dims}D masks but the "
                               f"generator is {generator.spatial_dims}D")
-        RandomizableTransform.__init__(self, prob)
+        super().__init__(prob)
         self.generator, self.mask_source, self.intensity = generator.eval(), mask_source, intensity
         self.placement = placement or PlacementSettings()
         self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
         self.lesion_value = lesion_value
-        self.skipped: Counter[str] = Counter()
         self.applied = 0
         self.last: Insertion | None = None
         self._seeds = np.zeros(3, np.int64)
@@ -120,21 +117,6 @@ class RandLesionInpaint(RandomizableTransform):
         """Draw: apply or not, then three seeds (mask shape, placement, noise)."""
         super().randomize(None)
         self._seeds = self.R.randint(0, 2**31 - 1, size=3)
-
-    def _check(self, img: Array) -> None:
-        g = self.generator
-        dims = img.ndim - 1
-        if not (dims == g.spatial_dims or (g.spatial_dims == 2 and dims == 3)):
-            raise DataError(f"image must be channel-first with {g.spatial_dims} spatial "
-                            f"dimensions for this {g.spatial_dims}D generator, not shape "
-                            f"{tuple(img.shape)}")
-        if img.shape[0] != g.image_channels:
-            raise DataError(f"image has {img.shape[0]} channel(s) but the generator takes "
-                            f"{g.image_channels}")
-
-    def _skip(self, reason: str, img: Array, label: Array | None) -> tuple[Array, Array | None]:
-        self.skipped[reason] += 1
-        return img, label
 
     def _spacing(self, img: Array) -> tuple[float, ...]:
         if self.spacing_mm is not None:
@@ -146,11 +128,8 @@ class RandLesionInpaint(RandomizableTransform):
     def __call__(self, img: Array, label: Array | None = None, region_map: Array | None = None,
                  randomize: bool = True) -> tuple[Array, Array | None]:
         """``img`` ``(C, *S)``, ``label`` ``(1, *S)`` or ``(*S)``, ``region_map`` likewise."""
-        self._check(img)
-        if randomize:
-            self.randomize()
         self.last = None
-        if not self._do_transform:
+        if not self._start(img, randomize):
             return img, label
         g = self.generator
         mask = self.mask_source(np.random.default_rng(int(self._seeds[0])))
@@ -218,7 +197,7 @@ class RandLesionInpaint(RandomizableTransform):
         return out, write_window(label, lab_sub, lesion)
 
 
-class RandLesionInpaintd(RandomizableTransform, MapTransform):
+class RandLesionInpaintd(RandArrayTwind):
     """Dictionary twin of :class:`RandLesionInpaint`.
 
     ``keys`` = ``(image_key, label_key)``; ``region_key`` names a label/organ map for
@@ -233,30 +212,16 @@ class RandLesionInpaintd(RandomizableTransform, MapTransform):
                  placement: PlacementSettings | None = None, region_key: str | None = None,
                  spacing_mm: Sequence[float] | None = None, lesion_value: int = 1,
                  allow_missing_keys: bool = False) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
+        super().__init__(keys, prob, allow_missing_keys)
         if len(self.keys) != 2:
             raise ConfigError(f"keys must be (image_key, label_key), not {list(self.keys)}")
-        if not 0.0 <= prob <= 1.0:
-            raise ConfigError(f"prob must be a number in [0, 1], not {prob}")
         placement = placement or PlacementSettings()
         if placement.region == "key" and region_key is None:
             raise ConfigError("region_key must name the region map when placement.region is "
                               "'key'")
-        RandomizableTransform.__init__(self, prob)
         self.region_key = region_key
-        self.inpaint = RandLesionInpaint(generator, mask_source, intensity, 1.0, placement,
-                                         spacing_mm, lesion_value)
-
-    @property
-    def skipped(self) -> Counter[str]:
-        """Skip reasons counted so far (in this process)."""
-        return self.inpaint.skipped
-
-    def set_random_state(self, seed: int | None = None,
-                         state: np.random.RandomState | None = None) -> RandLesionInpaintd:
-        super().set_random_state(seed, state)
-        self.inpaint.set_random_state(seed, state)
-        return self
+        self.inpaint = self.array_transform = RandLesionInpaint(
+            generator, mask_source, intensity, 1.0, placement, spacing_mm, lesion_value)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

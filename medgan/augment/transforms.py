@@ -31,7 +31,6 @@ dtype; the region search and blending run on the CPU.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends
 from scipy.ndimage import binary_dilation, gaussian_filter
 
 from medgan.augment.arrays import Array, body_region, to_numpy, write_window
+from medgan.augment.dict_base import RandArrayTwind, RandLesionArray, check_prob
 from medgan.augment.masks import tight, touches_border
 from medgan.augment.placement import place_mask
 from medgan.errors import ConfigError, DataError
@@ -80,7 +79,7 @@ def _offset_intensity(generated: np.ndarray, real: np.ndarray, mask: np.ndarray,
     return np.clip(generated + shift.reshape(shape), low.reshape(shape), high.reshape(shape))
 
 
-class RandSyntheticLesion(RandomizableTransform):
+class RandSyntheticLesion(RandLesionArray):
     """Array transform: ``(image, label) -> (image, label)`` with a generated lesion pasted in.
 
     Args:
@@ -106,8 +105,7 @@ class RandSyntheticLesion(RandomizableTransform):
                  allow_outside_body: bool = False, num_attempts: int = 10,
                  postprocess: MaskPostprocess | None = None, units: str = "physical",
                  margin_mm: float = 2.0) -> None:
-        if not 0.0 <= prob <= 1.0:
-            raise ConfigError(f"prob must be a number in [0, 1], not {prob}")
+        check_prob(prob)
         if blend_sigma < 0:
             raise ConfigError(f"blend_sigma must be a non-negative number of voxels, not "
                               f"{blend_sigma}")
@@ -117,7 +115,7 @@ class RandSyntheticLesion(RandomizableTransform):
             raise ConfigError(f"units must be one of {', '.join(UNITS)}, not {units!r}")
         if margin_mm < 0:
             raise ConfigError(f"margin_mm must be >= 0, not {margin_mm}")
-        RandomizableTransform.__init__(self, prob)
+        super().__init__(prob)
         self.generator = (generator if isinstance(generator, LoadedGenerator)
                           else load_generator(generator, kind="dcgan"))
         self.lesion_value = lesion_value
@@ -126,7 +124,6 @@ class RandSyntheticLesion(RandomizableTransform):
         self.num_attempts = int(num_attempts)
         self.postprocess = postprocess or MaskPostprocess()
         self.units, self.margin_mm = units, float(margin_mm)
-        self.skipped: Counter[str] = Counter()
         self._z = np.zeros((self.num_attempts, self.generator.latent_dim), np.float32)
         self._place_seed = 0
 
@@ -138,18 +135,6 @@ class RandSyntheticLesion(RandomizableTransform):
         self._z = self.R.standard_normal(
             (self.num_attempts, self.generator.latent_dim)).astype(np.float32)
         self._place_seed = int(self.R.randint(0, 2**31 - 1))
-
-    def _check(self, img: Array) -> None:
-        g = self.generator
-        dims = img.ndim - 1
-        if not (dims == g.spatial_dims or (g.spatial_dims == 2 and dims == 3)):
-            raise DataError(f"image must be channel-first with {g.spatial_dims} spatial "
-                            f"dimensions for this {g.spatial_dims}D generator, not shape "
-                            f"{tuple(img.shape)}")
-        if img.shape[0] != g.image_channels:
-            raise DataError(f"image has {img.shape[0]} channel(s) but the generator makes "
-                            f"{g.image_channels}; pass images with the channels it was "
-                            "trained on")
 
     def allowed_region(self, img: Array, foreground: Array | None = None) -> np.ndarray:
         """Boolean ``(*S)`` mask of where lesion voxels may go."""
@@ -174,18 +159,10 @@ class RandSyntheticLesion(RandomizableTransform):
                 return pair[:-1].numpy(), mask
         return None
 
-    def _skip(self, reason: str, img: Array, label: Array | None) -> tuple[Array, Array | None]:
-        log.debug("no lesion inserted: %s", reason)
-        self.skipped[reason] += 1
-        return img, label
-
     def __call__(self, img: Array, label: Array | None = None, foreground: Array | None = None,
                  randomize: bool = True) -> tuple[Array, Array | None]:
         """``img`` ``(C, *S)``, ``label`` ``(1, *S)`` or ``(*S)``, ``foreground`` likewise."""
-        self._check(img)
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
+        if not self._start(img, randomize):
             return img, label
         g = self.generator
         if any(s < g.patch_size for s in img.shape[1:g.spatial_dims + 1]):
@@ -236,7 +213,7 @@ class RandSyntheticLesion(RandomizableTransform):
         return out, write_window(label, lab_sub, lesion)
 
 
-class RandSyntheticLesiond(RandomizableTransform, MapTransform):
+class RandSyntheticLesiond(RandArrayTwind):
     """Dictionary twin of :class:`RandSyntheticLesion`.
 
     ``keys`` = ``(image_key, label_key)`` (or just ``(image_key,)``: no label is written);
@@ -253,28 +230,16 @@ class RandSyntheticLesiond(RandomizableTransform, MapTransform):
                  num_attempts: int = 10, postprocess: MaskPostprocess | None = None,
                  units: str = "physical", margin_mm: float = 2.0,
                  allow_missing_keys: bool = False) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
+        super().__init__(keys, prob, allow_missing_keys)
         if len(self.keys) not in (1, 2):
             raise ConfigError(f"keys must be (image_key,) or (image_key, label_key), not "
                               f"{list(self.keys)}")
-        if not 0.0 <= prob <= 1.0:
-            raise ConfigError(f"prob must be a number in [0, 1], not {prob}")
-        RandomizableTransform.__init__(self, prob)
         self.foreground_key = foreground_key
-        self.lesion = RandSyntheticLesion(generator, 1.0, lesion_value, blend_sigma,
-                                          allow_outside_body, num_attempts, postprocess,
-                                          units, margin_mm)
+        self.lesion = self.array_transform = RandSyntheticLesion(
+            generator, 1.0, lesion_value, blend_sigma, allow_outside_body, num_attempts,
+            postprocess, units, margin_mm)
 
-    @property
-    def skipped(self) -> Counter[str]:
-        """Reasons of the calls that left the data unchanged, counted (in this process)."""
-        return self.lesion.skipped
 
-    def set_random_state(self, seed: int | None = None,
-                         state: np.random.RandomState | None = None) -> RandSyntheticLesiond:
-        super().set_random_state(seed, state)
-        self.lesion.set_random_state(seed, state)
-        return self
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -78,6 +78,20 @@ class DicomLabelReport:
         return out
 
 
+def read_dicom_file(path: str | Path, modality: str):
+    """The whole DICOM dataset at ``path`` if its Modality is ``modality``; DataError else."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as err:  # pydicom raises many types for broken files
+        raise DataError(f"{path}: cannot be read as DICOM ({err})") from None
+    if str(ds.get("Modality", "")) != modality:
+        raise DataError(f"{path}: not a DICOM {modality} (Modality "
+                        f"{ds.get('Modality', 'missing')})")
+    return ds
+
+
 def dicom_label_kind(path: str | Path) -> str | None:
     """``"RTSTRUCT"`` or ``"SEG"`` when ``path`` is such a DICOM file, else None."""
     import pydicom

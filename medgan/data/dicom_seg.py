@@ -12,19 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.ndimage import affine_transform
 
 from medgan.data.dicom_labels import (
     DicomLabelReport,
-    RoiSelector,
-    SeriesInfo,
     check_frame_of_reference,
     lps_affine,
+    read_dicom_file,
     select_structures,
 )
 from medgan.errors import DataError
+
+if TYPE_CHECKING:
+    from medgan.data.dicom_labels import RoiSelector, SeriesInfo
 
 FRACTIONAL_THRESHOLD = 0.5
 
@@ -32,14 +35,8 @@ FRACTIONAL_THRESHOLD = 0.5
 def read_seg(path: str | Path):
     """The DICOM SEG at ``path`` as a highdicom ``Segmentation``; DataError when unusable."""
     import highdicom as hd
-    import pydicom
 
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as err:  # pydicom raises many types for broken files
-        raise DataError(f"{path}: cannot be read as DICOM ({err})") from None
-    if str(ds.get("Modality", "")) != "SEG":
-        raise DataError(f"{path}: not a DICOM SEG (Modality {ds.get('Modality', 'missing')})")
+    ds = read_dicom_file(path, "SEG")
     if not ds.get("SegmentSequence"):
         raise DataError(f"{path}: DICOM SEG holds no segments (empty Segment Sequence)")
     try:
@@ -52,15 +49,10 @@ def resample_seg(
     path: str | Path, affine: np.ndarray, shape: Sequence[int], series: SeriesInfo,
     roi_names: Sequence[RoiSelector],
 ) -> tuple[np.ndarray, DicomLabelReport]:
-    """The union of the selected segments as a uint8 mask of ``shape`` ``(X, Y, Z)``.
-
-    Args:
-        path: the SEG file.
-        affine: voxel index -> RAS mm affine of the image (MONAI's, 4 x 4).
-        shape: spatial shape of the image.
-        series: identifiers of the image series (Frame of Reference checked).
-        roi_names: selectors matched against segment labels / numbers.
-    """
+    """The union of the selected segments of the SEG at ``path`` as a uint8 mask on the image
+    grid (``affine``, ``shape`` ``(X, Y, Z)``), as
+    :func:`~medgan.data.rtstruct.rasterise_rtstruct` does for contours; ``roi_names`` match
+    segment labels or numbers, and the Frame of Reference of ``series`` must be the SEG's."""
     seg = read_seg(path)
     report = DicomLabelReport(str(path), "SEG")
     check_frame_of_reference(str(seg.get("FrameOfReferenceUID", "")) or None, series, str(path))

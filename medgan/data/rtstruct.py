@@ -27,6 +27,7 @@ from medgan.data.dicom_labels import (
     SeriesInfo,
     check_frame_of_reference,
     lps_affine,
+    read_dicom_file,
     select_structures,
 )
 from medgan.errors import DataError
@@ -39,13 +40,8 @@ OFF_SLICE_WARN_VOXELS = 0.25
 
 def read_rtstruct(path: str | Path):
     """The RTSTRUCT dataset at ``path``; :class:`DataError` when it is not one."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as err:  # pydicom raises many types for broken files
-        raise DataError(f"{path}: cannot be read as DICOM ({err})") from None
-    if str(ds.get("Modality", "")) != "RTSTRUCT" or "StructureSetROISequence" not in ds:
+    ds = read_dicom_file(path, "RTSTRUCT")
+    if "StructureSetROISequence" not in ds:
         raise DataError(f"{path}: not a DICOM RTSTRUCT (no Structure Set ROI Sequence)")
     return ds
 

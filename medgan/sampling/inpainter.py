@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from medgan.checkpoint import CheckpointSpec
-from medgan.data.intensity import IntensityMapping
 from medgan.errors import ConfigError
 from medgan.models.inpaint import InpaintGenerator, erase_region
+from medgan.sampling.facts import CheckpointFacts
 
 
 @dataclass
-class LoadedInpainter:
+class LoadedInpainter(CheckpointFacts):
     """An :class:`~medgan.models.inpaint.InpaintGenerator` in eval mode plus checkpoint facts.
 
     ``lesion_masks`` ``(N, *P)`` bool are training lesion masks stored with the checkpoint
@@ -38,41 +38,6 @@ class LoadedInpainter:
     spec: CheckpointSpec = field(repr=False)
     use_ema: bool = True
     lesion_masks: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def config(self) -> Any:
-        """The :class:`~medgan.config.MedganConfig` the inpainter was trained with."""
-        return self.spec.config
-
-    @property
-    def modality(self) -> str:
-        return self.spec.modality
-
-    @property
-    def spatial_dims(self) -> int:
-        return self.spec.spatial_dims
-
-    @property
-    def patch_size(self) -> int:
-        return self.spec.patch_size
-
-    @property
-    def image_channels(self) -> int:
-        return self.spec.image_channels
-
-    @property
-    def spacing_mm(self) -> tuple[float, float, float]:
-        """Voxel spacing (x, y, z) in mm of the training patches."""
-        return self.spec.spacing_mm
-
-    @property
-    def intensity(self) -> IntensityMapping:
-        """Map between model space [-1, 1] and image units."""
-        return IntensityMapping.from_dict(self.spec.intensity)
-
-    @property
-    def lesion_labels(self) -> list[int]:
-        return list(self.spec.lesion_labels)
 
     @property
     def erase_margin(self) -> int:

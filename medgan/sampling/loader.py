@@ -35,10 +35,10 @@ from medgan.checkpoint import (
 )
 from medgan.checkpoint.files import LESION_MASKS
 from medgan.checkpoint.metadata import TRAINING_KEYS
-from medgan.data.intensity import IntensityMapping
 from medgan.devices import preferred_memory_format, resolve_device
 from medgan.errors import CheckpointError, ConfigError
 from medgan.models.inpaint import mm_to_voxels
+from medgan.sampling.facts import CheckpointFacts, spec_field
 from medgan.sampling.inpainter import LoadedInpainter
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
 
 
 @dataclass
-class LoadedGenerator:
+class LoadedGenerator(CheckpointFacts):
     """A generator in eval mode plus the checkpoint facts needed to interpret its output.
 
     ``spec`` is the validated checkpoint description (read from ``metadata``, the raw sidecar
@@ -77,54 +77,14 @@ class LoadedGenerator:
         if self.spec is None:
             self.spec = read_spec(self.metadata, self.checkpoint_path)
 
-    # ---- checkpoint facts ----
-    @property
-    def config(self) -> Any:
-        """The :class:`~medgan.config.MedganConfig` the generator was trained with."""
-        if self.spec.config is None:
-            raise CheckpointError(f"{self.checkpoint_path}: this generator has no training "
-                                  "config (it was not loaded from a checkpoint)")
-        return self.spec.config
-
-    @property
-    def modality(self) -> str:
-        return self.spec.modality
-
-    @property
-    def spatial_dims(self) -> int:
-        return self.spec.spatial_dims
-
-    @property
-    def patch_size(self) -> int:
-        """Patch edge length in voxels."""
-        return self.spec.patch_size
+    # ---- checkpoint facts (the shared ones in CheckpointFacts) ----
+    latent_dim = spec_field("latent_dim", "Size of the latent vector z.")
 
     @property
     def patch_shape(self) -> tuple[int, ...]:
         """``P`` of the generated ``(C + 1, *P)`` pairs."""
         return (self.patch_size,) * self.spatial_dims
 
-    @property
-    def image_channels(self) -> int:
-        return self.spec.image_channels
-
-    @property
-    def latent_dim(self) -> int:
-        return self.spec.latent_dim
-
-    @property
-    def spacing_mm(self) -> tuple[float, float, float]:
-        """Voxel spacing (x, y, z) in mm of the training patches."""
-        return self.spec.spacing_mm
-
-    @property
-    def intensity(self) -> IntensityMapping:
-        """Map between model space [-1, 1] and physical units (HU, SUV, MR scale)."""
-        return IntensityMapping.from_dict(self.spec.intensity)
-
-    @property
-    def lesion_labels(self) -> list[int]:
-        return list(self.spec.lesion_labels)
 
     # ---- generation ----
     def latents(self, seeds: Sequence[int]) -> torch.Tensor:

@@ -24,8 +24,7 @@ import torch
 from scipy.ndimage import distance_transform_edt
 from torch import Tensor
 
-from medgan.config import PATCH_SIZES as ALLOWED_SIZES
-from medgan.config import MedganConfig
+from medgan.config import PATCH_SIZES, MedganConfig
 from medgan.data.patch_bank import PatchBank
 from medgan.errors import ConfigError, DataError
 from medgan.models.inpaint import (
@@ -61,10 +60,10 @@ class InpaintSettings:
     local_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.spatial_dims not in ALLOWED_SIZES:
+        if self.spatial_dims not in PATCH_SIZES:
             raise ConfigError(f"spatial_dims must be 2 or 3, not {self.spatial_dims!r}")
-        if self.patch_size not in ALLOWED_SIZES[self.spatial_dims]:
-            raise ConfigError(f"patch_size must be one of {ALLOWED_SIZES[self.spatial_dims]} for "
+        if self.patch_size not in PATCH_SIZES[self.spatial_dims]:
+            raise ConfigError(f"patch_size must be one of {PATCH_SIZES[self.spatial_dims]} for "
                               f"spatial_dims={self.spatial_dims}, not {self.patch_size!r}")
         if not 0.0 <= self.empty_fraction <= 1.0:
             raise ConfigError(f"empty_fraction must be a number in [0, 1], not "

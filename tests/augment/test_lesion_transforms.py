@@ -160,7 +160,7 @@ def test_2d_generator_into_one_axial_slice_of_a_volume():
 
 def test_channels_rank_and_size_checks():
     image, label, _ = _phantom((48, 48), channels=2)
-    with pytest.raises(DataError, match="image has 2 channel\\(s\\) but the generator makes 1"):
+    with pytest.raises(DataError, match="image has 2 channel\\(s\\) but the generator works on 1"):
         RandSyntheticLesion(blob_generator(2, 16), prob=1.0)(image, label)
     two = RandSyntheticLesion(blob_generator(2, 16, image_channels=2), prob=1.0)
     out, lab = two.set_random_state(0)(image, label)

@@ -22,9 +22,9 @@ from helpers_checkpoint import make_checkpoint
 from helpers_process import SIGNALS, files_of, latest_step, tiny_train_config, write_yaml
 
 from medgan.checkpoint import read_sidecar, resolve_checkpoint
+from medgan.checkpoint import store as checkpoint_module
 from medgan.cli import main
 from medgan.sampling import sample
-from medgan.training import checkpoint as checkpoint_module
 
 
 def assert_interrupted(child, code: int) -> None:

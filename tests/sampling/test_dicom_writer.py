@@ -97,5 +97,5 @@ def test_sample_format_dicom_is_a_dataset_medgan_reads(tmp_path, ckpt_2d):
 
 
 def test_sample_format_must_be_known(tmp_path, ckpt_2d):
-    with pytest.raises(ConfigError, match=r"file_format must be one of nifti, dicom, not 'png'"):
+    with pytest.raises(ConfigError, match=r"file_format: must be one of nifti, dicom, not 'png'"):
         sample(ckpt_2d, 1, tmp_path / "x", progress=False, file_format="png")
