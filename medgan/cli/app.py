@@ -309,11 +309,20 @@ def check_datalist(data: Path, skip_bad: bool = False) -> None:
 @click.option("--mask-source", type=click.Choice(["real", "ellipsoid"]), default=None,
               help="With --hosts: lesion shapes, the checkpoint's training masks deformed "
                    "(real) or ellipsoids sized like them; default: the checkpoint's setting.")
+@click.option("--region", type=click.Choice(["body", "intensity", "anywhere"]), default="body",
+              show_default=True,
+              help="With --hosts: where lesions may go: inside the automatic body mask, where "
+                   "the image lies within --intensity-range, or anywhere in the scan.")
+@click.option("--intensity-range", type=(float, float), default=None,
+              help="With --region intensity: LOW HIGH in image units (e.g. HU).")
+@click.option("--margin-mm", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+              help="With --hosts: smallest distance of a new lesion from existing lesions.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, device: str,
                ema: bool, overwrite: bool, max_similarity: float | None, real_data: Path | None,
                min_lesion_voxels: int | None, keep_largest: bool, file_format: str,
                hosts: Path | None, lesions_per_case: int, mask_source: str | None,
+               region: str, intensity_range: tuple[float, float] | None, margin_mm: float,
                progress: bool) -> None:
     """Generate N synthetic lesion image + mask pairs from a checkpoint as a MONAI dataset.
 
@@ -332,16 +341,22 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
     kind = read_spec(read_sidecar(folder), folder).kind
     if kind == "inpaint" or hosts is not None:
         _check_cases_options(kind, hosts, max_similarity, file_format)
+        if region == "intensity" and intensity_range is None:
+            raise click.UsageError("--region intensity needs --intensity-range LOW HIGH")
         prepare_out(out, overwrite)
         try:
             check_datalist(hosts)
         except DataError as err:
             raise DataError(err.message, param="hosts") from None
+        from medgan.augment.placement import PlacementSettings
+
+        placement = PlacementSettings(region, intensity_range, margin_mm=margin_mm)
         from medgan.sampling.cases import write_cases
 
         cases = write_cases(checkpoint, hosts, n, out, seed=seed,
                             lesions_per_case=lesions_per_case, device=device, use_ema=ema,
-                            overwrite=overwrite, mask_source_kind=mask_source)
+                            overwrite=overwrite, mask_source_kind=mask_source,
+                            placement=placement)
         click.echo(f"wrote {cases.n} full-size case(s), "
                    f"{sum(map(len, cases.insertions))} lesion(s) inserted")
         if cases.skipped:

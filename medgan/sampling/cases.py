@@ -220,11 +220,14 @@ def _datalist(entries: list[dict[str, Any]], loaded: LoadedInpainter, seed: int,
 def _sheet_row(host: Host, image: np.ndarray, label: np.ndarray, first: Insertion,
                loaded: LoadedInpainter) -> list[torch.Tensor]:
     """host | synthetic | synthetic with the label outline: axial slices through the first
-    lesion, ``(2, S, S)`` tiles in [-1, 1] (S = 2 x patch size, padded with -1)."""
+    lesion, ``(2, S, S)`` tiles in [-1, 1] (S = 2 x patch size; centred on the lesion, or on the
+    slice when it fits; padded with -1)."""
     d = loaded.spatial_dims
     z = int(first.window[-1]) if d == 2 else int(first.offset[2] + first.mask.shape[2] // 2)
-    centre = [o + s // 2 for o, s in zip(first.offset[:2], first.mask.shape[:2], strict=True)]
     size = 2 * loaded.patch_size
+    centre = [o + s // 2 if n > size else n // 2  # a slice that fits is shown whole
+              for o, s, n in zip(first.offset[:2], first.mask.shape[:2], image.shape[:2],
+                                 strict=True)]
     tiles = []
     for vol, lab in ((host.image, host.label), (image, np.zeros_like(label)), (image, label)):
         sl = np.asarray(loaded.intensity.forward(vol[None, :, :, z].astype(np.float32)))[0]

@@ -162,6 +162,9 @@ def test_cli_hosts_checks_before_work(run, hosts, tmp_path, ckpt_2d):
     assert res.exit_code == 2 and "--hosts: " in res.output and "does not exist" in res.output
     assert not (tmp_path / "d").exists()
     res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--hosts", str(hosts),
+                               "--region", "intensity", "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2 and "--intensity-range" in res.output
+    res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--hosts", str(hosts),
                                "--n", "2", "--lesions-per-case", "2", "--out",
                                str(tmp_path / "c"), "--no-progress"])
     assert res.exit_code == 0, res.output

@@ -43,6 +43,17 @@ def test_config_round_trips_and_refuses_what_does_not_apply():
             config_from_dict(bad)
 
 
+def test_settings_convert_mm_to_voxels_at_the_patch_spacing():
+    from medgan.training.inpaint_step import InpaintSettings
+
+    cfg = inpaint_config(inpaint={"erase_margin_mm": 3.0, "blob_radius_mm": [2.0, 5.0]})
+    fine = InpaintSettings.from_config(cfg, 1, (0.5, 0.5, 2.0))
+    assert fine.erase_margin == 6 and fine.blob_radius == (4.0, 10.0)
+    coarse = InpaintSettings.from_config(cfg, 1, (2.0, 3.0, 5.0))  # finest in-plane: 2 mm
+    assert coarse.erase_margin == 2 and coarse.blob_radius == (1.0, 2.0)
+    assert (fine.loss, fine.batch_size, fine.ngf) == ("hinge", 4, 8)
+
+
 def test_dcgan_config_with_default_inpaint_section_still_loads():
     cfg = config_from_dict({"modality": "ct"})
     assert cfg.model.kind == "dcgan"
