@@ -24,12 +24,14 @@ ModelKindName = Literal["dcgan", "inpaint"]
 MaskSourceName = Literal["real", "ellipsoid"]
 DiffAugmentPolicy = Literal["translation", "cutout", "brightness", "contrast"]
 DiscriminatorNorm = Literal["batch", "instance", "none"]
+UpsampleMode = Literal["deconv", "resize"]
 
 #: Model kinds a config may name; :mod:`medgan.checkpoint.kinds` builds each one.
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKindName)
 #: DiffAugment policies (implemented in :mod:`medgan.training.diffaugment`).
 DIFFAUGMENT_POLICIES: tuple[str, ...] = get_args(DiffAugmentPolicy)
 DISCRIMINATOR_NORMS: tuple[str, ...] = get_args(DiscriminatorNorm)
+UPSAMPLE_MODES: tuple[str, ...] = get_args(UpsampleMode)
 #: Patch edge lengths each rank supports (powers of two whose 4^d bottleneck fits in memory).
 PATCH_SIZES: dict[int, tuple[int, ...]] = {2: (32, 64, 128), 3: (32, 64)}
 
@@ -131,6 +133,12 @@ class ModelConfig(_Strict):
     )
     latent_dim: int = Field(100, gt=0, description="Size of the latent vector z.")
     ngf: int = Field(64, gt=0, description="Generator base width (channels of the last block).")
+    upsample: UpsampleMode = Field(
+        "deconv", description="How the generator doubles its feature maps: 'deconv' (transposed "
+        "convolution, DCGAN) or 'resize' (nearest-neighbour x2, then a kernel-3 convolution: no "
+        "checkerboard texture, 2-3x the generator's compute). The configs in configs/ use "
+        "'resize'; a config without the key (every checkpoint of medgan 0.1) means 'deconv'."
+    )
     ndf: int = Field(
         64, gt=0, description="Discriminator base width (first block)."
     )
@@ -208,47 +216,41 @@ class InpaintConfig(_Strict):
     """Lesion inpainting (``model.kind: inpaint``); mm become voxels at the finest in-plane
     spacing of the training patches (:func:`medgan.models.inpaint.mm_to_voxels`)."""
 
-    erase_margin_mm: float = Field(
-        3.0, ge=0.0, le=20.0, description="The erase region E is the lesion mask dilated by "
-        "this margin; the generator restores E, every voxel outside it is kept bit for bit."
-    )
+    erase_margin_mm: float = Field(3.0, ge=0.0, le=20.0, description="The erase region E is "
+                                   "the lesion mask dilated by this margin; the generator "
+                                   "restores E, every voxel outside it is kept bit for bit.")
     l1_weight: float = Field(100.0, ge=0.0, description="Weight of the L1 distance to the "
                              "real voxels inside E, added to the adversarial generator loss.")
-    empty_fraction: float = Field(
-        0.25, ge=0.0, le=1.0, description="Share of training pairs with an empty mask: a random "
-        "blob of lesion-free tissue is erased and restored as healthy tissue (lesion-free "
-        "patches always are)."
-    )
+    empty_fraction: float = Field(0.25, ge=0.0, le=1.0, description="Share of training pairs "
+                                  "with an empty mask: a blob of lesion-free tissue is erased and "
+                                  "restored as healthy tissue (lesion-free patches always are).")
     blob_radius_mm: tuple[float, float] = Field(
         (3.0, 10.0), description="Radius range (low, high) of the healthy-fill blobs, in mm.")
-    tissue_threshold: float | None = Field(
-        -0.9, ge=-1.0, le=1.0, description="Healthy-fill blobs are centred on voxels above this "
-        "model-space value when any exist (keeps them off the background); null = anywhere."
-    )
+    tissue_threshold: float | None = Field(-0.9, ge=-1.0, le=1.0, description="Healthy-fill "
+                                           "blobs are centred above this model-space value when "
+                                           "possible (off the background); null = anywhere.")
     noise_channels: int = Field(8, ge=1, description="Noise maps appended at the bottleneck.")
     local_discriminator: bool = Field(False, description="Add a second discriminator on a "
                                       "crop around the erase region.")
     local_size: int = Field(32, ge=8, description="Edge of the local discriminator's crop in "
                             "voxels (<= patch_size).")
-    mask_source: MaskSourceName = Field(
-        "real", description="Lesion shapes used when inserting lesions with this checkpoint "
-        "(medgan sample --hosts, RandLesionInpaint): 'real' = the training masks (stored in "
-        "the checkpoint) deformed, 'ellipsoid' = ellipsoids sized like them."
-    )
+    mask_source: MaskSourceName = Field("real", description="Lesion shapes when inserting "
+                                        "lesions (medgan sample --hosts): 'real' = the training "
+                                        "masks stored in the checkpoint, deformed; 'ellipsoid' = "
+                                        "ellipsoids sized like them.")
     grid_samples: int = Field(8, ge=1, le=64, description="Rows of the sample grids.")
 
     @field_validator("blob_radius_mm")
     @classmethod
     def _blob(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not 0.0 < v[0] <= v[1]:
-            raise ValueError(f"blob_radius_mm must be (low, high) with 0 < low <= high, "
-                             f"not {list(v)}")
+            raise ValueError(f"must be (low, high) with 0 < low <= high, not {list(v)}")
         return v
 
 
 #: Settings that do not apply to ``model.kind: inpaint`` (an error when changed from default).
-NOT_FOR_INPAINT = {"model": ("latent_dim", "d_norm", "spectral_norm", "minibatch_std",
-                             "d_dropout"),
+NOT_FOR_INPAINT = {"model": ("latent_dim", "upsample", "d_norm", "spectral_norm",
+                             "minibatch_std", "d_dropout"),
                    "train": ("real_label", "gp_weight", "diffaugment", "amp", "compile",
                              "sync_batchnorm", "collapse_threshold")}
 
@@ -300,12 +302,9 @@ class MedganConfig(_Strict):
                         call_default_factory=True):
                     raise ValueError(f"{section}.{name} does not apply to model.kind 'inpaint' "
                                      "(remove it)")
-        if self.train.loss == "wgan-gp":
-            raise ValueError("train.loss must be 'bce' or 'hinge' for model.kind 'inpaint', "
-                             "not 'wgan-gp'")
-        if self.train.d_steps != 1:
-            raise ValueError(f"train.d_steps must be 1 for model.kind 'inpaint', not "
-                             f"{self.train.d_steps}")
+        if self.train.loss == "wgan-gp" or self.train.d_steps != 1:
+            raise ValueError(f"model.kind 'inpaint' needs train.loss 'bce' or 'hinge' (not "
+                             f"{self.train.loss!r}) and train.d_steps 1 (not {self.train.d_steps})")
         if self.inpaint.local_size > self.data.patch_size:
             raise ValueError(f"inpaint.local_size must be at most data.patch_size="
                              f"{self.data.patch_size}, not {self.inpaint.local_size}")

@@ -42,7 +42,9 @@ def make_checkpoint(
     """Write ``<run_dir>/checkpoints/step-00000000`` and ``latest.json``; returns ``run_dir``.
 
     The weights are random (see :func:`_structured_init`), the EMA copy is BatchNorm-calibrated
-    by :meth:`TrainState.checkpoint` as in training.
+    by :meth:`TrainState.checkpoint` as in training. ``training_cases`` (``[{"id", "files"}]``)
+    is recorded as the cases it claims to be trained on; None records none (an older
+    checkpoint).
     """
     config = config_from_dict({
         "modality": modality, "spatial_dims": spatial_dims,
@@ -62,5 +64,7 @@ def make_checkpoint(
                          seed=seed, data_fingerprint="test"),
         "history": {"loss_d": [[1, 0.5]]},
     }
+    if training_cases is None:
+        del sidecar["training_cases"]  # as a checkpoint that records none
     state.checkpoint(run_dir / "checkpoints", sidecar)
     return run_dir

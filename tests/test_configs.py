@@ -62,3 +62,9 @@ def test_pet_example_uses_a_plausible_suv_range():
     config = load_config(CONFIG_DIR / "pet_lesion_2d.yaml")
     assert 5.0 <= config.intensity.suv_max <= 25.0
     assert config.data.spacing_mm[0] >= 2.0
+
+
+def test_lidc_example_maps_the_stored_8bit_window():
+    config = load_config(CONFIG_DIR / "lidc_nodules_2d.yaml")
+    assert config.modality == "none" and config.spatial_dims == 2
+    assert tuple(config.intensity.value_range) == (0.0, 255.0)

@@ -61,7 +61,8 @@ def build_discriminator(config: MedganConfig, image_channels: int) -> nn.Module:
 
 def _dcgan_generator(config: MedganConfig, image_channels: int) -> Generator:
     return Generator(config.spatial_dims, config.data.patch_size, image_channels=image_channels,
-                     latent_dim=config.model.latent_dim, ngf=config.model.ngf)
+                     latent_dim=config.model.latent_dim, ngf=config.model.ngf,
+                     upsample=config.model.upsample)
 
 
 def _dcgan_discriminator(config: MedganConfig, image_channels: int) -> Discriminator:

@@ -169,7 +169,7 @@ def info_cmd(path: Path, as_json: bool) -> None:
     click.echo(json.dumps(info, indent=2) if as_json else format_info(info))
 
 
-def _parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
+def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
     """``--set train.steps=100`` -> ``{"train.steps": 100}`` (values parsed as YAML)."""
     import yaml
 
@@ -223,7 +223,7 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
     from medgan.config import load_config
     from medgan.runs import plan_run, resolve_run_config
 
-    values = _parse_overrides(overrides)
+    values = parse_overrides(overrides)
     if steps is not None:
         values["train.steps"] = steps
     if compile_models:
@@ -301,6 +301,9 @@ def check_datalist(data: Path, skip_bad: bool = False) -> None:
 @click.option("--format", "file_format", type=click.Choice(["nifti", "dicom"]), default="nifti",
               help="nifti: imagesTr/ + labelsTr/ NIfTI pairs; dicom: a DICOM series + DICOM SEG "
                    "per sample in dicomTr/ (new UIDs, marked synthetic).")
+@click.option("--min-lesion-diameter-mm", type=click.FloatRange(min=0.0), default=None,
+              help="Redraw samples whose lesion is smaller than a disc (2D) / ball (3D) of this "
+                   "diameter in mm (default: 3); 0 keeps every size.")
 @click.option("--hosts", type=click.Path(path_type=Path), default=None,
               help="Inpainting checkpoints: datalist of real host scans (NIfTI image + label); "
                    "writes N full-size cases, each a host with lesions inpainted into it.")
@@ -321,6 +324,7 @@ def check_datalist(data: Path, skip_bad: bool = False) -> None:
 def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, device: str,
                ema: bool, overwrite: bool, max_similarity: float | None, real_data: Path | None,
                min_lesion_voxels: int | None, keep_largest: bool, file_format: str,
+               min_lesion_diameter_mm: float | None,
                hosts: Path | None, lesions_per_case: int, mask_source: str | None,
                region: str, intensity_range: tuple[float, float] | None, margin_mm: float,
                progress: bool) -> None:
@@ -369,15 +373,16 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
         check_datalist(real_data)
     from medgan.sampling import MaskPostprocess, sample
 
+    size = {} if min_lesion_diameter_mm is None else {"min_diameter_mm": min_lesion_diameter_mm}
+    post = MaskPostprocess(min_size=min_lesion_voxels, keep_largest=keep_largest, **size)
     result = sample(checkpoint, n, out, seed=seed, batch_size=batch_size, device=device,
                     use_ema=ema, overwrite=overwrite, max_similarity=max_similarity,
-                    real_datalist=real_data, progress=progress,
-                    postprocess=MaskPostprocess(min_size=min_lesion_voxels,
-                                                keep_largest=keep_largest),
+                    real_datalist=real_data, progress=progress, postprocess=post,
                     file_format=file_format)
     click.echo(f"wrote {result.n} pairs ({result.samples_per_s:.1f} samples/s)")
     click.echo(f"datalist:      {result.datalist}")
     click.echo(f"contact sheet: {result.contact_sheet}")
-    if result.n_redrawn_empty or result.n_redrawn_similar:
+    if result.n_redrawn_empty or result.n_redrawn_similar or result.n_redrawn_small:
         click.echo(f"redrawn: {result.n_redrawn_empty} empty mask(s), "
+                   f"{result.n_redrawn_small} lesion(s) below {post.min_diameter_mm:g} mm, "
                    f"{result.n_redrawn_similar} too similar to real data")

@@ -7,8 +7,20 @@ from typing import Any
 
 import click
 
-from medgan.cli.app import DEVICE, check_datalist
-from medgan.evaluation.arms import ARMS
+from medgan.cli.app import DEVICE, check_datalist, parse_overrides
+from medgan.evaluation.arms import ARMS, DEFAULT_ARMS
+
+
+def _split_list(text: str) -> list[str]:
+    return [a.strip() for a in text.split(",") if a.strip()]
+
+
+def _ratios(text: str) -> list[float]:
+    try:
+        return [float(r) for r in _split_list(text)]
+    except ValueError:
+        raise click.BadParameter(f"must be comma-separated numbers, not {text!r}",
+                                 param_hint="--ratio") from None
 
 
 def _eval_config(config_path: Path | None) -> Any:
@@ -34,6 +46,9 @@ def _command_line() -> str:
                 parts.append(param.opts[0] if value else param.secondary_opts[0])
         elif param.is_flag:
             parts += [param.opts[0]] if value else []
+        elif param.multiple:
+            for item in value:
+                parts += [param.opts[0], str(item)]
         else:
             parts += [param.opts[0], str(value)]
     return shlex.join(parts)
@@ -47,30 +62,53 @@ def evaluate_group() -> None:
 @evaluate_group.command("segmentation")
 @click.option("--data", type=click.Path(path_type=Path), required=True,
               help="Real datalist: dataset.json, imagesTr/+labelsTr/ folder or DICOM folders.")
+@click.option("--train-generator", type=click.Path(path_type=Path), default=None,
+              metavar="CONFIG",
+              help="Train one generator per regime on exactly that regime's training patients "
+                   "with this YAML config (cached in --out/generators, resumable). Its config "
+                   "loads the scans. The recommended way to run the benchmark.")
+@click.option("--generator-set", "generator_set", multiple=True, metavar="KEY=VALUE",
+              help="Override a field of the --train-generator config (repeatable).")
+@click.option("--generator-steps", type=click.IntRange(min=1), default=None,
+              help="train.steps of the per-regime generators.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Generator checkpoint (run folder or checkpoint folder); its config loads "
-                   "the scans. Needed for the synthetic and insert arms.")
+              help="One generator checkpoint for every regime instead of --train-generator. "
+                   "Refused if it was trained on a test patient or outside a regime.")
+@click.option("--allow-generator-superset", is_flag=True, default=False,
+              help="Accept a --checkpoint trained on more patients than a regime's (never on "
+                   "test patients); the report says so in its first lines.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="YAML config used to load the scans instead of the checkpoint's (required "
-                   "without --checkpoint).")
+              help="YAML config used to load the scans instead of the generator's (required "
+                   "without a generator).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Output folder: report.md, report.json, PNG plots, runs/.")
+              help="Output folder: report.md, report.json, PNG plots, runs/, generators/.")
 @click.option("--train-cases", default="5,10,all",
-              help="Training regimes: numbers of training patients, comma-separated; 'all' = "
-                   "every non-test patient.")
+              help="Training regimes: numbers of patients (validation ones included), "
+                   "comma-separated; 'all' = every non-test patient.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3,
-              help="Seeds (0..N-1) per arm and regime.")
-@click.option("--ratio", type=click.FloatRange(0.0, 1.0), default=0.5,
-              help="Share of training patches that get added lesions (synthetic patch, GAN "
-                   "insertion or CarveMix, per arm).")
-@click.option("--arms", default=",".join(ARMS),
+              help="Seeds (0..N-1) per arm, ratio and regime.")
+@click.option("--ratio", "ratio_text", default="0.1,0.2,0.3",
+              help="Share(s) of training patches that carry an added lesion, comma-separated; "
+                   "each lesion-adding arm runs at every ratio and the report picks one per "
+                   "arm on the validation patients.")
+@click.option("--arms", default=",".join(DEFAULT_ARMS),
               help="Comma-separated arms to run, out of: " + ", ".join(ARMS) + ".")
+@click.option("--validation-fraction", type=click.FloatRange(0.0, 1.0, max_open=True),
+              default=0.2, help="Share of each regime's patients held out for validation "
+                                "(stopping iteration and ratio choice).")
+@click.option("--min-component-voxels", type=click.IntRange(min=0), default=0,
+              help="Also report metrics after dropping predicted components smaller than "
+                   "this (0 = off), identically for every arm.")
 @click.option("--fast", is_flag=True, default=False,
               help="Tiny UNet, 30 iterations (smoke test; numbers are not meaningful).")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="Training iterations per run (default: 1000, or 30 with --fast).")
+              help="Maximum training iterations per run (default: 2000, or 30 with --fast).")
+@click.option("--eval-every", type=click.IntRange(min=1), default=None,
+              help="Validation Dice every N iterations (default 200, or 10 with --fast).")
+@click.option("--patience", type=click.IntRange(min=0), default=None,
+              help="Stop after N validations without improvement (0 = never; default 4).")
 @click.option("--resume", is_flag=True, default=False,
-              help="Continue the benchmark in --out, skipping finished runs.")
+              help="Continue the benchmark in --out, skipping finished generators and runs.")
 @click.option("--device", type=DEVICE, default="auto",
               help="auto = CUDA when available, else CPU.")
 @click.option("--seed", type=click.IntRange(min=0), default=0,
@@ -79,14 +117,19 @@ def evaluate_group() -> None:
               help="CPU threads for torch; 1 is fastest on a shared machine and gives the same "
                    "numbers on any machine.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def evaluate_segmentation_cmd(data: Path, checkpoint: Path | None, config_path: Path | None,
-                              out: Path, train_cases: str, seeds: int, ratio: float, arms: str,
-                              fast: bool, iterations: int | None, resume: bool, device: str,
-                              seed: int, threads: int, progress: bool) -> None:
-    """Train a MONAI UNet per arm, seed and training regime; compare arms on held-out patients.
+def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
+                              generator_set: tuple[str, ...], generator_steps: int | None,
+                              checkpoint: Path | None, allow_generator_superset: bool,
+                              config_path: Path | None, out: Path, train_cases: str, seeds: int,
+                              ratio_text: str, arms: str, validation_fraction: float,
+                              min_component_voxels: int, fast: bool, iterations: int | None,
+                              eval_every: int | None, patience: int | None, resume: bool,
+                              device: str, seed: int, threads: int, progress: bool) -> None:
+    """Train a MONAI UNet per arm, ratio, seed and training regime; compare arms on held-out
+    patients.
 
     Arms: real (no augmentation), real+aug (standard augmentation, the reference),
-    real+aug+synthetic (extra GAN patches), real+aug+insert (GAN lesions pasted into real
+    real+aug+synthetic (generated lesion patches), real+aug+insert (GAN lesions pasted into real
     patches), real+aug+carvemix (real lesions copied between training patients).
     """
     check_datalist(data)  # before torch loads
@@ -96,12 +139,20 @@ def evaluate_segmentation_cmd(data: Path, checkpoint: Path | None, config_path: 
         resolve_checkpoint(checkpoint)
     from medgan.evaluation import evaluate_segmentation
 
+    gen_overrides = parse_overrides(generator_set)
+    if generator_steps is not None:
+        gen_overrides["train.steps"] = generator_steps
+    extra = {k: v for k, v in (("eval_every", eval_every), ("patience", patience))
+             if v is not None}
     result = evaluate_segmentation(
         data, out, checkpoint=checkpoint, config=_eval_config(config_path),
-        train_cases=train_cases, seeds=seeds, ratio=ratio,
-        arms=[a.strip() for a in arms.split(",") if a.strip()], fast=fast, resume=resume,
-        device=device, iterations=iterations, split_seed=seed, threads=threads,
-        progress=progress, command=_command_line())
+        train_cases=train_cases, seeds=seeds, ratio=_ratios(ratio_text),
+        arms=_split_list(arms), fast=fast, resume=resume, device=device, iterations=iterations,
+        split_seed=seed, threads=threads, progress=progress, command=_command_line(),
+        train_generator=train_generator, generator_overrides=gen_overrides,
+        allow_generator_superset=allow_generator_superset,
+        validation_fraction=validation_fraction, min_component_voxels=min_component_voxels,
+        settings_overrides=extra)
     click.echo(f"{result.n_runs} runs ({result.n_skipped} resumed)")
     click.echo(f"report: {result.report_md}")
 

@@ -29,6 +29,7 @@ from medgan.config import MedganConfig
 from medgan.data.datalist import Case, image_files
 from medgan.data.intensity import MAPPING_META_KEY, IntensityMapping
 from medgan.data.patches import extract_patches
+from medgan.data.provenance import training_cases
 from medgan.data.transforms import load_case
 from medgan.errors import DataError
 
@@ -111,24 +112,6 @@ def _case_files(case: Case) -> list[Path]:
         p = Path(f)
         files += sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
     return files
-
-
-def _file_record(path: str | Path) -> dict[str, str]:
-    """``{"file": name, "sha256": ...}`` of one file, or of a folder's files (DICOM series)."""
-    p = Path(path)
-    h = hashlib.sha256()
-    for f in sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023
-                h.update(chunk)
-    return {"file": p.name, "sha256": h.hexdigest()}
-
-
-def case_records(cases: Sequence[Case]) -> list[dict[str, Any]]:
-    """Per case its id and the SHA-256 of each image file and of the label (content only, so
-    the same patient is recognised wherever its files live)."""
-    return [{"id": case["case_id"], "images": [_file_record(f) for f in image_files(case)],
-             "label": _file_record(case["label"])} for case in cases]
 
 
 def data_fingerprint(cases: Sequence[Case]) -> str:
@@ -283,7 +266,7 @@ def build_patch_bank(
         intensity=IntensityMapping.combine([IntensityMapping.from_dict(m) for m in mappings]),
         case_mappings=mappings,
         spacing_mm=tuple(float(s) for s in np.median(np.asarray(spacings), axis=0)),
-        fingerprint=data_fingerprint(kept), skipped=skipped, case_records=case_records(kept),
+        fingerprint=data_fingerprint(kept), skipped=skipped, case_records=training_cases(kept),
     )
     if cache_path is not None and write_cache:  # made only now: a failed build writes nothing
         cache_path.parent.mkdir(parents=True, exist_ok=True)

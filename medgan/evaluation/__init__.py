@@ -7,9 +7,10 @@ Names are exported lazily (see :mod:`medgan._lazy`): the CLI reads the benchmark
 from medgan._lazy import lazy_getattr
 
 _EXPORTS = {
-    "ARMS": "medgan.evaluation.arms", "GAN_ARMS": "medgan.evaluation.arms",
-    "RandCarveMixd": "medgan.evaluation.baselines",
-    "build_lesion_snippets": "medgan.evaluation.baselines",
+    **dict.fromkeys(("ARMS", "DEFAULT_ARMS", "GAN_ARMS", "LESION_ARMS", "REFERENCE_ARM"),
+                    "medgan.evaluation.arms"),
+    "RandCarveMixd": "medgan.augment.carvemix",
+    "build_lesion_snippets": "medgan.augment.carvemix",
     "case_metrics": "medgan.evaluation.metrics", "paired_bootstrap_ci": "medgan.evaluation.metrics",
     "evaluate_privacy": "medgan.evaluation.privacy",
     "evaluate_quality": "medgan.evaluation.quality",

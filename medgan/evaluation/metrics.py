@@ -82,6 +82,19 @@ def detection_counts(pred: np.ndarray, gt: np.ndarray) -> dict[str, int]:
             "missed": int(n_gt - found), "false": int(n_pred - hit_pred)}
 
 
+def remove_small_components(pred: np.ndarray, min_voxels: int) -> np.ndarray:
+    """``pred`` (binary ``(*S)``) without connected components (full connectivity) of fewer
+    than ``min_voxels`` voxels."""
+    p = np.asarray(pred, dtype=bool)
+    if min_voxels <= 1 or not p.any():
+        return p
+    cc = connected_components(p, connectivity=p.ndim)
+    sizes = np.bincount(cc.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[cc]
+
+
 def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float]) -> CaseMetrics:
     """All metrics of one case; ``pred``/``gt`` binary ``(X, Y, Z)``, ``spacing_mm`` per axis."""
     counts = detection_counts(pred, gt)

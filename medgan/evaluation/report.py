@@ -1,9 +1,7 @@
 """Summary tables, report files and figures of the segmentation benchmark.
 
-The unit of analysis is one (test case, seed) pair: every arm is trained with the same seeds and
-scored on the same held-out cases, so arm differences are paired over these units. Means and
-standard deviations pool all units; confidence intervals are percentile bootstraps (NumPy,
-seeded) of the mean, or of the mean paired difference to the reference arm.
+The statistics are computed per patient (seeds averaged first, see
+:mod:`medgan.evaluation.statistics`); this module writes them as tables and figures.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ import numpy as np
 
 from medgan.atomic import write_json_atomic, write_text_atomic
 from medgan.errors import OutputError
-from medgan.evaluation.metrics import bootstrap_mean_ci, paired_bootstrap_ci
+from medgan.evaluation.statistics import summarise
 from medgan.visualize import save_figure
 
 GT_RGB = np.array([0.1, 0.85, 0.2])
@@ -36,71 +34,6 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def _units(runs: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
-    """(case_id, seed) -> that case's metrics, for the runs of one arm and regime."""
-    return {(c["case_id"], int(r["seed"])): c for r in runs for c in r["cases"]}
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if len(x) == 0:
-        return float("nan"), float("nan")
-    return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
-
-
-def _arm_summary(units: Mapping[tuple[str, int], Mapping[str, Any]],
-                 ref: Mapping[tuple[str, int], Mapping[str, Any]] | None,
-                 n_bootstrap: int, seed: int) -> dict[str, Any]:
-    keys = sorted(units)
-    dice = [float(units[k]["dice"]) for k in keys]
-    hd = [float(units[k]["hd95_mm"]) for k in keys]
-    found, missed, false = (sum(int(units[k][f]) for k in keys) for f in ("found", "missed",
-                                                                           "false"))
-    d_mean, d_std = _mean_std(dice)
-    h_mean, h_std = _mean_std(hd)
-    out: dict[str, Any] = {
-        "n_units": len(keys), "dice_mean": d_mean, "dice_std": d_std,
-        "dice_ci": bootstrap_mean_ci(dice, n_bootstrap, seed=seed),
-        "hd95_mm_mean": h_mean, "hd95_mm_std": h_std,
-        "hd95_undefined": int(sum(not np.isfinite(v) for v in hd)),
-        "lesions_found": found, "lesions_missed": missed, "false_lesions": false,
-        "lesion_sensitivity": found / (found + missed) if found + missed else float("nan"),
-        "false_lesions_per_case": false / len(keys) if keys else float("nan"),
-    }
-    if ref is not None:
-        common = sorted(set(units) & set(ref))
-        for metric in ("dice", "hd95_mm"):
-            a = [float(units[k][metric]) for k in common]
-            b = [float(ref[k][metric]) for k in common]
-            out[f"{metric}_diff_vs_reference"] = paired_bootstrap_ci(a, b, n_bootstrap,
-                                                                     seed=seed)
-    return out
-
-
-def summarise(runs: Sequence[Mapping[str, Any]], reference: str = "real+aug",
-              n_bootstrap: int = 2000, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """regime -> arm -> statistics (see module docstring); regimes and arms in run order."""
-    grouped: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
-    for r in runs:
-        grouped.setdefault(str(r["regime"]), {}).setdefault(str(r["arm"]), []).append(r)
-    summary: dict[str, dict[str, Any]] = {}
-    for regime, arms in grouped.items():
-        ref = _units(arms[reference]) if reference in arms else None
-        summary[regime] = {}
-        for arm, arm_runs in arms.items():
-            stats = _arm_summary(_units(arm_runs), ref if arm != reference else None,
-                                 n_bootstrap, seed)
-            stats["n_runs"] = len(arm_runs)
-            stats["added_lesion_fraction"] = float(np.mean(
-                [r.get("added_lesion_fraction", 0.0) for r in arm_runs]))
-            stats["train_cases"] = len(arm_runs[0]["train_cases"])
-            stats["seconds_per_run"] = float(np.mean(
-                [r["train_seconds"] + r["test_seconds"] for r in arm_runs]))
-            summary[regime][arm] = stats
-    return summary
-
-
 # ---- markdown ----
 def _f(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
@@ -112,49 +45,88 @@ def _ci(d: Mapping[str, float] | None, digits: int = 3) -> str:
     return f"{d['mean']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
 
 
-def _table(stats: Mapping[str, Mapping[str, Any]], reference: str) -> list[str]:
+def _p(x: float | None) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else (f"{x:.3f}" if x >= 0.001 else "<0.001")
+
+
+def _name(name: str, s: Mapping[str, Any]) -> str:
+    return f"{name} (picked)" if s["ratio"] is not None and s.get("picked") else name
+
+
+def _table(stats: Mapping[str, Mapping[str, Any]], reference: str, block: str | None = None,
+           picked_only: bool = True) -> list[str]:
+    """One row per run name: patient-level means, differences, Wilcoxon p, detections."""
     lines = [
-        f"| arm | Dice mean ± sd | Δ Dice vs {reference} [95% CI] | HD95 mm mean ± sd "
-        f"| Δ HD95 mm [95% CI] | HD95 undefined | lesions found / missed / false | units |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| arm | Dice mean ± sd | Δ Dice vs {reference} [95% CI] | Wilcoxon p "
+        "| HD95 mm mean ± sd | Δ HD95 mm [95% CI] | HD95 undefined "
+        "| lesions found / missed / false | false per scan | patients × seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for arm, s in stats.items():
-        ref = "(reference)" if arm == reference else None
+    for name, top in stats.items():
+        if picked_only and not top.get("picked", True):
+            continue
+        s = top if block is None else top.get(block)
+        if not s:
+            continue
+        ref = "(reference)" if name == reference else None
+        diff = s.get("dice_diff_vs_reference") or {}
         lines.append(
-            f"| {arm} | {_f(s['dice_mean'])} ± {_f(s['dice_std'])} "
-            f"| {ref or _ci(s.get('dice_diff_vs_reference'))} "
-            f"| {_f(s['hd95_mm_mean'], 1)} ± {_f(s['hd95_mm_std'], 1)} "
+            f"| {_name(name, top) if picked_only else name} "
+            f"| {_f(s['dice_mean'])} ± {_f(s['dice_sd_patients'])} "
+            f"| {ref or _ci(diff)} | {ref or _p(diff.get('wilcoxon_p'))} "
+            f"| {_f(s['hd95_mm_mean'], 1)} ± {_f(s['hd95_mm_sd_patients'], 1)} "
             f"| {ref or _ci(s.get('hd95_mm_diff_vs_reference'), 1)} | {s['hd95_undefined']} "
             f"| {s['lesions_found']} / {s['lesions_missed']} / {s['false_lesions']} "
-            f"| {s['n_units']} |"
+            f"| {_f(s['false_lesions_per_scan'], 1)} | {s['n_patients']} × {s['n_seeds']} |"
         )
+    return lines
+
+
+def _ratio_table(stats: Mapping[str, Mapping[str, Any]], reference: str) -> list[str]:
+    lines = [f"| arm | ratio | validation Dice | added lesions | test Dice | Δ Dice vs {reference} "
+             "[95% CI] | picked |", "|---|---|---|---|---|---|---|"]
+    for s in stats.values():
+        if s["ratio"] is None:
+            continue
+        lines.append(f"| {s['arm']} | {s['ratio']:g} | {_f(s['validation_dice'])} "
+                     f"| {100 * s['added_lesion_fraction']:.1f} % | {_f(s['dice_mean'])} "
+                     f"| {_ci(s.get('dice_diff_vs_reference'))} | {'yes' if s['picked'] else ''} |")
+    return lines
+
+
+def _seed_table(stats: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    seeds = sorted({k for s in stats.values() for k in s.get("dice_per_seed", {})}, key=int)
+    lines = ["| arm | " + " | ".join(f"seed {k}" for k in seeds) + " | best iteration |",
+             "|---|" + "---|" * (len(seeds) + 1)]
+    for name, s in stats.items():
+        per = s.get("dice_per_seed", {})
+        lines.append(f"| {name} | " + " | ".join(_f(per.get(k, float("nan"))) for k in seeds)
+                     + f" | {', '.join(str(i) for i in s.get('best_iteration', []))} |")
     return lines
 
 
 HOW_TO_READ = """\
 ## How to read this report
 
-* **Unit** = one held-out patient scored by the network of one seed. Every arm uses the same
-  patients and the same seeds (same initial weights, same sequence of real patches), so arms are
-  compared *paired* over units.
-* **Dice mean ± sd** pools all units of the arm; the sd mixes patient-to-patient and
-  seed-to-seed variation. **HD95** is the 95th-percentile symmetric surface distance in mm; it is
-  undefined (and left out of its mean) when the prediction or the ground truth of a scan is
-  empty — the *HD95 undefined* column counts those units, usually scans where the network found
-  nothing.
-* **Δ vs reference [95% CI]**: mean of the per-unit difference (arm − reference) with a paired
-  percentile bootstrap interval. An interval that excludes 0 is evidence of a difference for
-  *these* test patients; with few patients it says little about other patients. For Dice higher
-  is better, for HD95 lower is better.
-* **Lesions found / missed / false**: connected components. A ground-truth lesion is found when
-  any predicted voxel touches it; a predicted component touching no ground truth is false.
-  Summed over units.
-* **Added lesions**: the share of training patches that actually received a synthetic patch,
-  a GAN lesion or a CarveMix lesion. It can be below `--ratio` when a lesion does not fit inside
-  the body of the patch; an arm with 0 % is the reference arm in disguise.
-* Regimes with fewer training patients show where augmentation matters most; a regime whose
-  requested size exceeded the available training patients was capped (and merged with equal
-  ones).
+* **Unit = patient.** Every arm uses the same test patients and seeds. Each patient's metric is
+  first averaged over the seeds, then means, sd (between patients), confidence intervals and
+  tests run over patients: seeds are repeated measurements of the same patients, not more
+  patients. *patients × seeds* gives both counts.
+* **Δ vs reference [95% CI]**: mean over patients of the per-patient difference (arm −
+  reference), with a bootstrap interval that resamples patients (cluster bootstrap), and the
+  two-sided **Wilcoxon signed-rank** p-value of the same differences. For Dice higher is
+  better, for HD95 lower is better. HD95 is undefined for a scan with an empty prediction; such
+  units are left out of its means and counted in *HD95 undefined*.
+* **Lesions found / missed / false**: connected components summed over units; *false per scan*
+  = false components per (patient, seed).
+* **Ratios.** Each lesion-adding arm runs at every ratio; the row marked *(picked)* is the
+  ratio with the best mean validation Dice (validation patients of the regime, never the test
+  patients). The ratio table lists the test result of every ratio.
+* **Added lesions**: the realised share of training patches that carried an added lesion.
+* **Stopping**: every arm keeps the weights of its best validation Dice within the maximum
+  number of iterations (the same rule for all arms); *best iteration* lists them per seed.
+* **Post-processed** tables (when present) drop predicted components smaller than the stated
+  size, identically for every arm.
 """
 
 
@@ -163,36 +135,54 @@ def markdown(protocol: Mapping[str, Any], summary: Mapping[str, Mapping[str, Any
     """The report.md text."""
     s, split = protocol["settings"], protocol["split"]
     mode = "fast (smoke test; numbers are not meaningful)" if protocol["fast"] else "full"
-    lines = [
-        "# Downstream segmentation benchmark", "",
+    lines = ["# Downstream segmentation benchmark", ""]
+    for warning in protocol.get("generator_warnings") or []:
+        lines += [f"**Warning: {warning}.**", ""]
+    lines += [
         f"Command: `{protocol.get('command') or 'medgan.evaluation.evaluate_segmentation(...)'}`",
         "",
         f"* medgan {protocol['medgan_version']}, mode: {mode}",
         f"* data: `{protocol['data']}`; modality {protocol['config']['modality']}, "
         f"{protocol['config']['spatial_dims']}D",
-        f"* generator checkpoint SHA-256: `{protocol['checkpoint_sha256'] or 'none'}`",
-        f"* UNet channels {s['channels']}, strides {s['strides']}, {s['iterations']} iterations "
-        f"of batch {s['batch_size']}, patch {s['patch_size']}, ratio {s['ratio']}",
+        f"* generator: {_generator_line(protocol)}",
+        f"* UNet channels {s['channels']}, strides {s['strides']}; at most {s['iterations']} "
+        f"iterations of {s['batch_size']} base + {s['lesion_slots']} lesion-centred patches "
+        f"(patch {s['patch_size']}); validation every {s['eval_every']} iterations, patience "
+        f"{s['patience']}; ratios {', '.join(f'{r:g}' for r in protocol.get('ratios') or [])}",
         f"* seeds: {protocol['seeds']}; bootstrap resamples: {s['n_bootstrap']}", "",
         "## Split (by patient)", "",
         f"* test ({len(split['test'])}): {', '.join(split['test'])}",
     ]
     for regime, ids in split["regimes"].items():
-        lines.append(f"* training regime `{regime}` ({len(ids)}): {', '.join(ids)}")
+        val = split.get("validation", {}).get(regime, [])
+        lines.append(f"* regime `{regime}`: training ({len(ids)}) {', '.join(ids)}; "
+                     f"validation ({len(val)}) {', '.join(val) or '-'}")
     for regime, stats in summary.items():
-        n = next(iter(stats.values()))["train_cases"]
-        lines += ["", f"## Regime `{regime}` ({n} training patients)", ""]
+        first = next(iter(stats.values()))
+        lines += ["", f"## Regime `{regime}` ({first['train_cases']} training + "
+                  f"{first['validation_cases']} validation patients)", ""]
         lines += _table(stats, reference)
-        added = [f"{arm} {100 * v['added_lesion_fraction']:.0f} %" for arm, v in stats.items()
-                 if arm not in ("real", reference)]
+        if any("postprocessed" in v for v in stats.values()):
+            lines += ["", f"Post-processed (components under {s['min_component_voxels']} "
+                      "voxels dropped):", ""] + _table(stats, reference, "postprocessed")
+        if any(v["ratio"] is not None for v in stats.values()):
+            lines += ["", "Every ratio (test results; the pick uses validation only):", ""]
+            lines += _ratio_table(stats, reference)
+        lines += ["", "Mean test Dice per seed:", ""] + _seed_table(stats)
         secs = np.mean([v["seconds_per_run"] for v in stats.values()])
-        if added:
-            lines += ["", "Training patches that actually received an added lesion: "
-                      + ", ".join(added) + "."]
         lines += ["", f"Mean time per run: {secs:.0f} s."]
     lines += ["", HOW_TO_READ, "## Figures", "", "![Dice per arm and regime](dice.png)", "",
               "![Example predictions](examples.png)", ""]
     return "\n".join(lines)
+
+
+def _generator_line(protocol: Mapping[str, Any]) -> str:
+    gens = protocol.get("generators") or {}
+    if protocol.get("generator_config") is not None:
+        return "trained per regime on its training patients: " + "; ".join(
+            f"`{r}` SHA-256 `{g['checkpoint_sha256'][:16]}…`" for r, g in gens.items())
+    sha = protocol.get("checkpoint_sha256")
+    return f"checkpoint SHA-256 `{sha}`" if sha else "none"
 
 
 # ---- figures ----
@@ -204,7 +194,8 @@ def plot_dice(path: Path, summary: Mapping[str, Mapping[str, Any]]) -> Path:
     import matplotlib.pyplot as plt
 
     regimes = list(summary)
-    arms = list(dict.fromkeys(a for r in regimes for a in summary[r]))
+    arms = list(dict.fromkeys(a for r in regimes for a in summary[r]
+                              if summary[r][a].get("picked", True)))
     fig, ax = plt.subplots(figsize=(3.5 + 1.2 * len(regimes) * max(1, len(arms)) / 3, 4),
                            dpi=120)
     width = 0.8 / max(1, len(arms))
@@ -273,7 +264,8 @@ def write_reports(out: Path, protocol: Mapping[str, Any], runs: Sequence[Mapping
     """Write report.json, report.md, dice.png and examples.png; return the summary."""
     summary = summarise(runs, reference, int(protocol["settings"]["n_bootstrap"]))
     last_regime = list(summary)[-1]
-    shown = {arm: ex for (regime, arm), ex in examples.items() if regime == last_regime}
+    shown = {arm: ex for (regime, arm), ex in examples.items()
+             if regime == last_regime and summary[regime].get(arm, {}).get("picked", True)}
     plot_dice(out / "dice.png", summary)
     plot_examples(out / "examples.png", shown, {c["case_id"]: c for c in test_cases}, slices)
     report = {"protocol": dict(protocol), "reference_arm": reference, "summary": summary,

@@ -1,19 +1,23 @@
 """``medgan evaluate segmentation``: does GAN augmentation help a downstream segmentation model?
 
-For every training regime (number of training patients), arm and seed a MONAI UNet is trained
-(:mod:`medgan.evaluation.segmentation_run`) and scored on the same held-out patients; the report
-compares each arm with ``real+aug`` by paired bootstrap (:mod:`medgan.evaluation.report`).
+For every training regime (number of training patients), arm, ratio and seed a MONAI UNet is
+trained (:mod:`medgan.evaluation.segmentation_run`) and scored on the same held-out patients;
+the report compares each arm with ``real+aug`` over patients (:mod:`medgan.evaluation.report`).
+The generator is either trained here, once per regime on that regime's training patients
+(``train_generator``), or a given checkpoint that is refused when it has seen a test patient
+(or, unless ``allow_generator_superset``, any patient outside the regime).
 
 Output folder::
 
-    protocol.json                     options, settings, split, checkpoint hash (resume check)
-    runs/<regime>/<arm>/seed<k>.json  one finished run (written atomically when it finishes)
-    runs/<regime>/<arm>/seed<k>.npz   its predicted example slices
-    report.md, report.json            tables, paired differences, how to read them, the command
-    dice.png, examples.png            Dice with 95% CIs; example predictions
+    protocol.json                          options, settings, split, generator hashes
+    generators/<key>/                      per-regime generators (see medgan.evaluation.generators)
+    runs/<regime>/<arm[@ratio]>/seed<k>.json   one finished run (written atomically)
+    runs/<regime>/<arm[@ratio]>/seed<k>.npz    its predicted example slices
+    report.md, report.json                 tables, paired differences, how to read them
+    dice.png, examples.png                 Dice with 95% CIs; example predictions
 
-``resume=True`` skips runs whose JSON exists and refuses to continue with a different protocol
-(arms and seeds may be added).
+``resume=True`` skips finished generators and runs, and refuses to continue with a different
+protocol (arms, ratios and seeds may be added).
 """
 
 from __future__ import annotations
@@ -33,15 +37,22 @@ from tqdm.auto import tqdm
 from medgan._version import __version__
 from medgan.atomic import write_bytes_atomic, write_json_atomic
 from medgan.augment import RandSyntheticLesiond
+from medgan.augment.carvemix import RandCarveMixd, build_lesion_snippets
 from medgan.config import MedganConfig
 from medgan.data import load_case, load_datalist
 from medgan.devices import resolve_device
 from medgan.errors import ConfigError, DataError, OutputError
-from medgan.evaluation.arms import ARMS, GAN_ARMS
-from medgan.evaluation.baselines import RandCarveMixd, build_lesion_snippets
+from medgan.evaluation.arms import (
+    ARMS,
+    DEFAULT_ARMS,
+    GAN_ARMS,
+    LESION_ARMS,
+    REFERENCE_ARM,
+    run_name,
+)
+from medgan.evaluation.generators import generator_config, regime_generators
 from medgan.evaluation.report import write_reports
 from medgan.evaluation.segmentation_run import (
-    REFERENCE_ARM,
     BenchmarkSettings,
     context_roi,
     prepare_training_case,
@@ -53,7 +64,8 @@ from medgan.sampling import load_generator
 
 log = logging.getLogger(__name__)
 PROTOCOL = "protocol.json"
-RESUMABLE_KEYS = ("arms", "seeds", "command")  # may change between a run and its resume
+#: protocol entries that may differ between a benchmark and its resume
+RESUMABLE_KEYS = ("arms", "ratios", "seeds", "command", "generators", "generator_warnings")
 
 
 @dataclass
@@ -68,28 +80,46 @@ class SegmentationResult:
     n_skipped: int
 
 
-def _check_arms(arms: Sequence[str], checkpoint: Any, config: Any) -> list[str]:
+def _check_arms(arms: Sequence[str], checkpoint: Any, config: Any, train_generator: Any
+                ) -> list[str]:
     chosen = list(dict.fromkeys(arms))
     unknown = [a for a in chosen if a not in ARMS]
     if unknown or not chosen:
         raise ConfigError(f"`arms` must be a comma-separated subset of {', '.join(ARMS)}, "
                           f"not {','.join(arms)!r}")
-    if checkpoint is None and any(a in GAN_ARMS for a in chosen):
+    if checkpoint is not None and train_generator is not None:
+        raise ConfigError("pass either `checkpoint` or --train-generator, not both")
+    if checkpoint is None and train_generator is None and any(a in GAN_ARMS for a in chosen):
         raise ConfigError(f"arms {', '.join(a for a in chosen if a in GAN_ARMS)} need a "
-                          "generator: pass `checkpoint`")
-    if checkpoint is None and config is None:
-        raise ConfigError("pass `checkpoint` (its config is used to load the scans) or `config`")
+                          "generator: pass --train-generator CONFIG (one per regime) or "
+                          "`checkpoint`")
+    if checkpoint is None and config is None and train_generator is None:
+        raise ConfigError("pass --train-generator or `checkpoint` (their config loads the "
+                          "scans) or `config`")
     return chosen
 
 
-def _resolve_config(generator: Any, config: MedganConfig | None) -> MedganConfig:
-    """The checkpoint's config, or ``config`` after checking it agrees with the checkpoint."""
-    if generator is None:
+def _check_ratios(ratios: float | Sequence[float], settings: BenchmarkSettings) -> list[float]:
+    values = [float(ratios)] if isinstance(ratios, int | float) else [float(r) for r in ratios]
+    values = sorted(dict.fromkeys(values))
+    top = settings.max_ratio
+    bad = [r for r in values if not 0.0 < r <= top + 1e-9]
+    if bad or not values:
+        raise ConfigError(f"`ratio` must be numbers in (0, {top:.3g}] (the lesion slots' share "
+                          f"of every batch, which the synthetic arm can fill at most), not "
+                          f"{bad or values}")
+    return values
+
+
+def _resolve_config(generator: Any, config: MedganConfig | None,
+                    gen_config: MedganConfig | None = None) -> MedganConfig:
+    """The generator's config, or ``config`` after checking it agrees with the generator's."""
+    if generator is None and gen_config is None:
         if config is None:
             raise ConfigError("pass `checkpoint` (its config is used to load the scans) or "
                               "`config`")
         return config
-    saved = generator.config
+    saved = gen_config if gen_config is not None else generator.config
     if config is None:
         return saved
     for field in ("modality", "spatial_dims", "intensity"):
@@ -101,16 +131,19 @@ def _resolve_config(generator: Any, config: MedganConfig | None) -> MedganConfig
     return config
 
 
-def _prepare_out(out: Path, resume: bool, protocol: dict[str, Any]) -> None:
+def _prepare_out(out: Path, resume: bool, protocol: dict[str, Any]) -> dict[str, Any]:
+    """Create ``out`` (or check the protocol of the benchmark resumed there) and write
+    protocol.json; returns the resumed benchmark's protocol ({} for a new one)."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder")
+    old: dict[str, Any] = {}
     if out.exists() and any(out.iterdir()):
         if not resume:
             raise OutputError(f"{out}: output folder is not empty; pass `resume` to continue "
                               "that benchmark or choose another `out`")
         old_path = out / PROTOCOL
-        if old_path.is_file():
-            old = json.loads(old_path.read_text(encoding="utf-8"))
+        old = json.loads(old_path.read_text(encoding="utf-8")) if old_path.is_file() else {}
+        if old:
             for key in sorted(set(old) | set(protocol)):
                 if key not in RESUMABLE_KEYS and old.get(key) != protocol.get(key):
                     raise ConfigError(f"{out}: `resume` with a different {key!r} than the "
@@ -120,6 +153,7 @@ def _prepare_out(out: Path, resume: bool, protocol: dict[str, Any]) -> None:
     except OSError as err:
         raise OutputError(f"{out}: cannot create the output folder ({err.strerror})") from None
     write_json_atomic(out / PROTOCOL, protocol)
+    return old if resume else {}
 
 
 def load_cases(data: str | Path, config: MedganConfig, progress: bool = True
@@ -151,25 +185,24 @@ def example_slices(cases: Sequence[dict[str, Any]], n: int = 3) -> list[tuple[st
 class _ArmFactory:
     """Builds the arm-specific pieces of a run: insertion/CarveMix transform, synthetic pool."""
 
-    def __init__(self, generator: Any, train_cases: Sequence[dict[str, Any]], spatial_dims: int,
-                 settings: BenchmarkSettings) -> None:
-        self.generator, self.train_cases = generator, train_cases
-        self.spatial_dims, self.settings = spatial_dims, settings
+    def __init__(self, generator: Any, train_cases: Sequence[dict[str, Any]],
+                 spatial_dims: int) -> None:
+        self.generator, self.train_cases, self.spatial_dims = generator, train_cases, spatial_dims
         self._snippets: list[Any] | None = None
 
-    def __call__(self, arm: str, seed: int) -> tuple[Any, Any]:
+    def __call__(self, arm: str, seed: int, settings: BenchmarkSettings) -> tuple[Any, Any]:
         keys = ("image", "label")
         if arm == "real+aug+insert":
-            return RandSyntheticLesiond(keys, generator=self.generator, prob=self.settings.ratio,
-                                        foreground_key="foreground", units="model"), None
+            return RandSyntheticLesiond(keys, generator=self.generator, prob=1.0,
+                                        foreground_key="foreground", num_attempts=20), None
         if arm == "real+aug+synthetic":
-            return None, synthetic_pool(self.generator, self.settings, seed)
+            return None, synthetic_pool(self.generator, settings, seed)
         if arm == "real+aug+carvemix":
             if self._snippets is None:  # from this regime's training cases only
                 self._snippets = build_lesion_snippets(self.train_cases, self.spatial_dims)
                 if not self._snippets:
                     log.warning("no lesion to copy in the training cases; CarveMix is a no-op")
-            return RandCarveMixd(keys, self._snippets, prob=self.settings.ratio,
+            return RandCarveMixd(keys, self._snippets, prob=1.0,
                                  foreground_key="foreground"), None
         return None, None
 
@@ -194,81 +227,120 @@ def _load_examples(path: Path) -> dict[str, np.ndarray]:
 def evaluate_segmentation(
     data: str | Path, out: str | Path, checkpoint: str | Path | None = None,
     config: MedganConfig | None = None, train_cases: str | Sequence[int | str] = "5,10,all",
-    seeds: int = 3, ratio: float = 0.5, arms: Sequence[str] = ARMS, fast: bool = False,
-    resume: bool = False, device: str = "auto", iterations: int | None = None,
-    split_seed: int = 0, threads: int | None = 1, progress: bool = True,
-    command: str | None = None,
+    seeds: int = 3, ratio: float | Sequence[float] = (0.1, 0.2, 0.3),
+    arms: Sequence[str] = DEFAULT_ARMS, fast: bool = False, resume: bool = False,
+    device: str = "auto", iterations: int | None = None, split_seed: int = 0,
+    threads: int | None = 1, progress: bool = True, command: str | None = None,
+    train_generator: str | Path | MedganConfig | None = None,
+    generator_overrides: dict[str, Any] | None = None,
+    allow_generator_superset: bool = False, validation_fraction: float = 0.2,
+    min_component_voxels: int = 0, settings_overrides: dict[str, Any] | None = None,
 ) -> SegmentationResult:
     """Run the downstream segmentation benchmark and write its report to ``out``.
 
     Args:
         data: the real datalist (dataset.json, imagesTr/+labelsTr/ folder or DICOM folders).
-        checkpoint: generator checkpoint; its config loads and normalises the scans. Needed
-            for the GAN arms; without it ``config`` is required.
-        config: overrides the checkpoint's config for loading (modality, spatial_dims,
-            intensity and lesion labels must agree with it).
-        train_cases: training regimes, e.g. "5,10,all" (numbers of training patients).
-        seeds: number of seeds (0 .. seeds-1) per arm and regime.
-        ratio: share of training patches carrying added lesions (arms 3a, 3b, 4).
+        checkpoint: one generator checkpoint for every regime; refused when it was trained on
+            a test patient or (unless ``allow_generator_superset``) outside a regime.
+        config: overrides the generator's config for loading (modality, spatial_dims,
+            intensity and lesion labels must agree with it); required without a generator.
+        train_cases: training regimes, e.g. "5,10,all" (numbers of patients per regime,
+            validation patients included).
+        seeds: number of seeds (0 .. seeds-1) per arm, ratio and regime.
+        ratio: share(s) of training patches carrying an added lesion; each lesion-adding arm
+            runs at every ratio and the report picks one per arm on the validation patients.
         fast: tiny network and 30 iterations (tests, CI); ``iterations`` overrides either mode.
-        resume: continue a benchmark in ``out``, skipping finished runs.
+        resume: continue a benchmark in ``out``, skipping finished generators and runs.
         split_seed: seed of the patient split (test cases and regime membership).
-        threads: torch CPU threads during the benchmark (None = torch's default). One thread
-            is the fastest on a shared machine (a busy thread pool waits for cores) and gives
-            the same numbers on any machine.
+        threads: torch CPU threads during the benchmark (None = torch's default).
+        train_generator: a training config (YAML path or config): one generator is trained
+            per regime on that regime's training patients (``generator_overrides``: dotted
+            keys, e.g. ``{"train.steps": 2000}``); its config loads the scans.
+        validation_fraction: share of each regime's patients held out for validation.
+        min_component_voxels: > 0 also reports metrics after dropping predicted components
+            smaller than this (the same for every arm).
+        settings_overrides: other :class:`BenchmarkSettings` fields (e.g. ``eval_every``).
     """
-    arms = _check_arms(arms, checkpoint, config)
+    arms = _check_arms(arms, checkpoint, config, train_generator)
     sizes = parse_train_cases(train_cases) if isinstance(train_cases, str) else list(train_cases)
     if seeds < 1:
         raise ConfigError(f"`seeds` must be a positive integer, not {seeds}")
-    if not 0.0 <= ratio <= 1.0:
-        raise ConfigError(f"`ratio` must be a number in [0, 1], not {ratio}")
     if threads is not None and threads < 1:
         raise ConfigError(f"`threads` must be a positive integer, not {threads}")
     dev = resolve_device(device)
-    generator = None
+    generator, gen_config = None, None
     if checkpoint is not None:
         generator = load_generator(checkpoint, device=dev)
-    cfg = _resolve_config(generator, config)
-    settings = _settings(fast, ratio, iterations, generator, cfg.spatial_dims)
+    elif train_generator is not None:
+        gen_config = generator_config(train_generator, generator_overrides)
+    cfg = _resolve_config(generator, config, gen_config)
+    settings = _settings(fast, iterations, generator or gen_config, cfg.spatial_dims,
+                         {"validation_fraction": validation_fraction,
+                          "min_component_voxels": min_component_voxels,
+                          **(settings_overrides or {})})
+    ratios = _check_ratios(ratio, settings) if any(a in LESION_ARMS for a in arms) else []
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:  # fail before loading any scan
         raise OutputError(f"{out}: output folder is not empty; pass `resume` to continue that "
                           "benchmark or choose another `out`")
+
+    datalist = load_datalist(data)
     cases = load_cases(data, cfg, progress)
     _check_channels(cases, generator, data)
-    split = make_split([c["case_id"] for c in cases], sizes, settings.test_fraction, split_seed)
+    split = make_split([c["case_id"] for c in cases], sizes, settings.test_fraction, split_seed,
+                       settings.validation_fraction)
     protocol = {
         "medgan_version": __version__, "data": str(Path(data).resolve()),
         "checkpoint_sha256": generator.checkpoint_sha256 if generator else None,
+        "generator_config": gen_config.to_dict() if gen_config is not None else None,
+        "allow_generator_superset": allow_generator_superset,
         "config": cfg.to_dict(), "settings": settings.to_dict(), "fast": fast,
         "split_seed": split_seed, "train_cases": [str(s) for s in sizes], "split": split.to_dict(),
-        "arms": arms, "seeds": seeds, "command": command,
+        "arms": arms, "ratios": ratios, "seeds": seeds, "command": command,
     }
-    _prepare_out(out, resume, protocol)
+    old = _prepare_out(out, resume, protocol)
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
     try:
-        return _run_all(out, cases, split, arms, seeds, cfg, settings, generator, dev, protocol,
-                        progress)
+        generators = {}
+        if any(a in GAN_ARMS for a in arms) or generator is not None:
+            generators = regime_generators(out, split, datalist, generator, gen_config, dev,
+                                           device, allow_generator_superset, protocol,
+                                           old.get("generators") or {}, progress)
+            write_json_atomic(out / PROTOCOL, protocol)
+        return _run_all(out, cases, split, arms, ratios, seeds, cfg, settings, generators, dev,
+                        protocol, progress)
     finally:
         torch.set_num_threads(previous)
 
 
-def _settings(fast: bool, ratio: float, iterations: int | None, generator: Any,
-              spatial_dims: int) -> BenchmarkSettings:
-    """Full or fast settings with the sizes that depend on the generator filled in."""
-    settings = BenchmarkSettings.fast(ratio=ratio) if fast else BenchmarkSettings(ratio=ratio)
+def _settings(fast: bool, iterations: int | None, generator: Any, spatial_dims: int,
+              overrides: dict[str, Any]) -> BenchmarkSettings:
+    """Full or fast settings with the sizes that depend on the generator filled in.
+
+    ``generator``: a loaded generator, a generator config or None (patch 64)."""
+    try:
+        settings = (BenchmarkSettings.fast(**overrides) if fast
+                    else BenchmarkSettings(**overrides))
+    except TypeError as err:
+        raise ConfigError(f"unknown benchmark setting ({err})") from None
     if iterations is not None:
         settings = replace(settings, iterations=int(iterations))
     if settings.patch_size is None:
-        settings = replace(settings, patch_size=generator.patch_size if generator else 64)
+        size = (generator.data.patch_size if isinstance(generator, MedganConfig)
+                else generator.patch_size if generator is not None else 64)
+        settings = replace(settings, patch_size=int(size))
     if settings.batch_size is None:
         settings = replace(settings, batch_size=8 if spatial_dims == 2 else 2)
+    if settings.lesion_slots is None:
+        settings = replace(settings, lesion_slots=max(1, int(settings.batch_size) // 2))
     if int(settings.patch_size) % (2 ** len(settings.strides)) != 0:
         raise ConfigError(f"patch size {settings.patch_size} must be divisible by "
                           f"{2 ** len(settings.strides)} (the UNet's downsampling)")
+    if settings.eval_every < 1 or settings.patience < 0 or settings.min_component_voxels < 0:
+        raise ConfigError("eval_every must be positive, patience and min_component_voxels "
+                          "non-negative")
     return settings
 
 
@@ -281,38 +353,50 @@ def _check_channels(cases: Sequence[dict[str, Any]], generator: Any, data: str |
                         f"{generator.image_channels}")
 
 
-def _run_all(out: Path, cases: list[dict[str, Any]], split: Split, arms: list[str], seeds: int,
-             cfg: MedganConfig, settings: BenchmarkSettings, generator: Any, dev: torch.device,
-             protocol: dict[str, Any], progress: bool) -> SegmentationResult:
+def _jobs(split: Split, arms: Sequence[str], ratios: Sequence[float], seeds: int
+          ) -> list[tuple[str, str, float | None, int]]:
+    """(regime, arm, ratio or None, seed) of every run, in report order."""
+    return [(r, a, q, s) for r in split.regimes for a in arms
+            for q in (ratios if a in LESION_ARMS else [None]) for s in range(seeds)]
+
+
+def _run_all(out: Path, cases: list[dict[str, Any]], split: Split, arms: list[str],
+             ratios: list[float], seeds: int, cfg: MedganConfig, settings: BenchmarkSettings,
+             generators: dict[str, Any], dev: torch.device, protocol: dict[str, Any],
+             progress: bool) -> SegmentationResult:
     by_id = {c["case_id"]: c for c in cases}
     test_cases = [by_id[cid] for cid in split.test]
     examples_at = example_slices(test_cases)
     roi = context_roi(cfg.spatial_dims, int(settings.patch_size))
-    prepared = {cid: prepare_training_case(by_id[cid], roi) for cid in split.train_pool}
-    jobs = [(r, a, s) for r in split.regimes for a in arms for s in range(seeds)]
+    prepared = {cid: prepare_training_case(by_id[cid], roi)
+                for ids in split.regimes.values() for cid in ids}
     runs, examples, skipped = [], {}, 0
     factories: dict[str, _ArmFactory] = {}
-    bar = tqdm(jobs, desc="segmentation runs", unit="run", disable=not progress)
-    for regime, arm, seed in bar:
-        bar.set_postfix_str(f"{regime}/{arm}/seed{seed}")
-        path = _run_path(out, regime, arm, seed)
+    bar = tqdm(_jobs(split, arms, ratios, seeds), desc="segmentation runs", unit="run",
+               disable=not progress)
+    for regime, arm, ratio, seed in bar:
+        name = run_name(arm, ratio)
+        bar.set_postfix_str(f"{regime}/{name}/seed{seed}")
+        path = _run_path(out, regime, name, seed)
         if path.is_file():
             result = json.loads(path.read_text(encoding="utf-8"))
             skipped += 1
         else:
             train_items = [prepared[cid] for cid in split.regimes[regime]]
             if regime not in factories:
-                factories[regime] = _ArmFactory(generator, train_items, cfg.spatial_dims,
-                                                settings)
-            result, ex = run_one(arm, seed, train_items, test_cases, cfg.spatial_dims, settings,
-                                 dev, factories[regime], examples_at)
-            result["regime"] = regime
+                factories[regime] = _ArmFactory(generators.get(regime), train_items,
+                                                cfg.spatial_dims)
+            run_settings = replace(settings, ratio=ratio or 0.0)
+            val_cases = [by_id[cid] for cid in split.validation.get(regime, ())]
+            result, ex = run_one(arm, seed, train_items, test_cases, cfg.spatial_dims,
+                                 run_settings, dev, factories[regime], examples_at, val_cases)
+            result.update(regime=regime, run=name)
             path.parent.mkdir(parents=True, exist_ok=True)
             _save_examples(path.with_suffix(".npz"), ex)
             write_json_atomic(path, result)  # written last: marks the run as finished
         runs.append(result)
         if seed == 0:
-            examples[(regime, arm)] = _load_examples(path.with_suffix(".npz"))
+            examples[(regime, name)] = _load_examples(path.with_suffix(".npz"))
     bar.close()
     summary = write_reports(out, protocol, runs, examples, test_cases, examples_at,
                             reference=REFERENCE_ARM)

@@ -4,12 +4,16 @@ Every split is by case (one case = one patient's scan), never by slice or patch,
 contributes to both training and testing. The held-out test cases are fixed for a benchmark;
 each training regime takes the first ``k`` cases of one seeded permutation of the remaining
 cases, so smaller regimes are subsets of larger ones and every arm and seed sees the same cases.
+A regime of ``k`` patients holds out its last ``max(1, round(k * validation_fraction))`` of them
+(none when ``k`` is 1 or the fraction is 0) as validation patients: they choose the stopping
+iteration and the ratio, and are never trained on (neither by the UNet nor by a per-regime
+generator).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,15 +24,18 @@ ALL = "all"
 
 @dataclass(frozen=True)
 class Split:
-    """Held-out ``test`` case ids and the training case ids of each regime (name -> ids)."""
+    """Held-out ``test`` case ids, the training case ids of each regime (name -> ids) and its
+    validation case ids (name -> ids, disjoint from its training ids)."""
 
     test: tuple[str, ...]
     train_pool: tuple[str, ...]
     regimes: dict[str, tuple[str, ...]]
+    validation: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {"test": list(self.test), "train_pool": list(self.train_pool),
-                "regimes": {k: list(v) for k, v in self.regimes.items()}}
+                "regimes": {k: list(v) for k, v in self.regimes.items()},
+                "validation": {k: list(v) for k, v in self.validation.items()}}
 
 
 def parse_train_cases(text: str) -> list[int | str]:
@@ -91,8 +98,24 @@ def training_regimes(train_pool: Sequence[str], sizes: Sequence[int | str], seed
     return {(ALL if k == len(order) else str(k)): tuple(order[:k]) for k in effective if k > 0}
 
 
+def n_validation(k: int, fraction: float) -> int:
+    """Validation patients held out of a regime of ``k``: ``max(1, round(k * fraction))``,
+    0 when ``fraction`` is 0 or ``k`` < 2 (at least one patient stays for training)."""
+    if fraction <= 0 or k < 2:
+        return 0
+    return min(k - 1, max(1, round(k * fraction)))
+
+
 def make_split(case_ids: Sequence[str], sizes: Sequence[int | str], test_fraction: float = 1 / 3,
-               seed: int = 0) -> Split:
-    """The complete patient-level split of a benchmark (see :func:`split_test`)."""
+               seed: int = 0, validation_fraction: float = 0.0) -> Split:
+    """The complete patient-level split of a benchmark (see :func:`split_test`); each regime
+    keeps its last :func:`n_validation` patients for validation."""
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ConfigError(f"validation fraction must be a number in [0, 1), not "
+                          f"{validation_fraction}")
     test, pool = split_test(case_ids, test_fraction, seed)
-    return Split(tuple(test), tuple(pool), training_regimes(pool, sizes, seed))
+    regimes, validation = {}, {}
+    for name, ids in training_regimes(pool, sizes, seed).items():
+        n_val = n_validation(len(ids), validation_fraction)
+        regimes[name], validation[name] = ids[:len(ids) - n_val], ids[len(ids) - n_val:]
+    return Split(tuple(test), tuple(pool), regimes, validation)

@@ -1,9 +1,14 @@
 """DCGAN generator and discriminator (Radford et al., 2016) for 2D and 3D patches.
 
 One class serves both ranks: layers come from MONAI's factories
-(``Conv[Conv.CONVTRANS, spatial_dims]``, ``Norm[Norm.BATCH, spatial_dims]``), so 2D and 3D share
-every line. The generator returns the image channels followed by one lesion-mask channel, all
-in ``[-1, 1]`` (``mask = output[:, -1] > 0``). The discriminator returns raw logits ``(B,)``.
+(``Conv[Conv.CONVTRANS, spatial_dims]``, ``Norm[Norm.BATCH, spatial_dims]``) and blocks
+(``UpSample``), so 2D and 3D share every line. The generator doubles its feature maps either with
+transposed convolutions (``upsample="deconv"``, the DCGAN paper's choice) or by nearest-neighbour
+resizing followed by a kernel-3 convolution (``upsample="resize"``, Odena et al., "Deconvolution
+and checkerboard artifacts", Distill 2016), which avoids the checkerboard pattern of strided
+transposed convolutions. The generator returns the image channels followed by one lesion-mask
+channel, all in ``[-1, 1]`` (``mask = output[:, -1] > 0``). The discriminator returns raw logits
+``(B,)``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+from monai.networks.blocks import UpSample
 from monai.networks.layers.factories import Conv, Norm
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
@@ -18,7 +24,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from medgan.config import DISCRIMINATOR_NORMS, PATCH_SIZES
+from medgan.config import DISCRIMINATOR_NORMS, PATCH_SIZES, UPSAMPLE_MODES
 from medgan.errors import ConfigError
 
 
@@ -67,18 +73,26 @@ class Generator(nn.Module):
 
     A ``4^d`` seed with ``ngf * 2^(n-1)`` channels (``n = log2(out_size) - 2``) is doubled in
     size and halved in channels ``n`` times; the last stage maps ``ngf`` channels to the image
-    channels plus the mask channel, followed by tanh.
+    channels plus the mask channel, followed by tanh. ``upsample`` picks how each stage doubles
+    the size: ``"deconv"`` (transposed conv, kernel 4, stride 2) or ``"resize"`` (nearest-
+    neighbour x2, then conv with kernel 3: ``3^d / 4^d`` of the deconv stage's weights, about
+    ``9 / 4`` (2D) or ``27 / 8`` (3D) times its multiply-adds). The seed layer (a transposed
+    conv from ``1^d`` to ``4^d``, i.e. a linear projection) is the same for both.
     """
 
     def __init__(self, spatial_dims: int, out_size: int, image_channels: int = 1,
-                 latent_dim: int = 100, ngf: int = 64) -> None:
+                 latent_dim: int = 100, ngf: int = 64, upsample: str = "deconv") -> None:
         super().__init__()
         n = check_size(spatial_dims, out_size, "out_size")
         _check_positive(image_channels=image_channels, latent_dim=latent_dim, ngf=ngf)
+        if upsample not in UPSAMPLE_MODES:
+            raise ConfigError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, "
+                              f"not {upsample!r}")
         self.spatial_dims = spatial_dims
         self.out_size = out_size
         self.image_channels = image_channels
         self.latent_dim = latent_dim
+        self.upsample = upsample
         conv_t = Conv[Conv.CONVTRANS, spatial_dims]
         norm = Norm[Norm.BATCH, spatial_dims]
         ch = ngf * 2 ** (n - 1)
@@ -86,11 +100,19 @@ class Generator(nn.Module):
             conv_t(latent_dim, ch, 4, 1, 0, bias=False), norm(ch), nn.ReLU(True)
         ]
         for _ in range(n - 1):  # (B, ch, s, s) -> (B, ch/2, 2s, 2s), down to (B, ngf, S/2, S/2)
-            layers += [conv_t(ch, ch // 2, 4, 2, 1, bias=False), norm(ch // 2), nn.ReLU(True)]
+            layers += [self._up(ch, ch // 2, bias=False), norm(ch // 2), nn.ReLU(True)]
             ch //= 2
-        layers += [conv_t(ch, image_channels + 1, 4, 2, 1), nn.Tanh()]  # (B, C + 1, S, S)
+        layers += [self._up(ch, image_channels + 1, bias=True), nn.Tanh()]  # (B, C + 1, S, S)
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
+
+    def _up(self, c_in: int, c_out: int, bias: bool) -> nn.Module:
+        """One x2 stage ``(B, c_in, *s)`` -> ``(B, c_out, *2s)`` of kind ``self.upsample``."""
+        if self.upsample == "deconv":
+            return Conv[Conv.CONVTRANS, self.spatial_dims](c_in, c_out, 4, 2, 1, bias=bias)
+        conv = Conv[Conv.CONV, self.spatial_dims](c_in, c_out, 3, 1, 1, bias=bias)
+        return UpSample(self.spatial_dims, scale_factor=2, mode="nontrainable", pre_conv=None,
+                        post_conv=conv, interp_mode="nearest", align_corners=None)
 
     def forward(self, z: Tensor) -> Tensor:
         """``z (B, latent_dim)`` -> ``(B, image_channels + 1, *spatial)`` in [-1, 1]."""

@@ -9,7 +9,8 @@ from medgan._lazy import lazy_getattr
 _EXPORTS = {
     "LoadedGenerator": "medgan.sampling.loader", "load_generator": "medgan.sampling.loader",
     "sample_seed": "medgan.sampling.loader", "MaskPostprocess": "medgan.sampling.postprocess",
-    "postprocess_mask": "medgan.sampling.postprocess", "SampleResult": "medgan.sampling.job",
+    "postprocess_mask": "medgan.sampling.postprocess",
+    "equivalent_diameter_mm": "medgan.sampling.postprocess", "SampleResult": "medgan.sampling.job",
     "sample": "medgan.sampling.job", "LoadedInpainter": "medgan.sampling.inpainter",
     "write_cases": "medgan.sampling.cases", "CasesResult": "medgan.sampling.cases",
 }

@@ -9,7 +9,7 @@ the output never depends on the batch size.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +25,12 @@ Accept = Callable[[torch.Tensor], torch.Tensor]  # (B, C, *P) images -> (B,) boo
 
 @dataclass
 class RedrawCounts:
-    """How many draws were replaced: empty mask after post-processing / too similar to real."""
+    """How many draws were replaced: empty mask after post-processing / too similar to real /
+    lesion below the post-processing ``min_diameter_mm``."""
 
     empty: int = 0
     similar: int = 0
+    small: int = 0
 
 
 def iter_batches(
@@ -39,8 +41,10 @@ def iter_batches(
     """Yield lists of accepted ``(index, sample seed, image (C, *P) CPU float32 in [-1, 1],
     mask (*P) uint8)``, one list per decoded batch.
 
-    Draws whose mask is empty after ``postprocess`` or that ``accept`` rejects are redrawn
-    with the next attempt seed; after :data:`MAX_ATTEMPTS` a CheckpointError is raised.
+    Draws whose mask is empty after ``postprocess``, too small for it
+    (:meth:`MaskPostprocess.too_small` at the checkpoint's spacing) or that ``accept`` rejects
+    are redrawn with the next attempt seed; after :data:`MAX_ATTEMPTS` a CheckpointError is
+    raised.
     Samples come out in batch order, not index order, once redraws happen. ``batch_size``
     latents are handled per step, decoded in forward chunks of ``chunk`` (see
     :meth:`LoadedGenerator.decode`; the output does not depend on ``batch_size``).
@@ -57,15 +61,13 @@ def iter_batches(
         accepted = []
         for (i, attempt), s, pair, ok in zip(todo, seeds, pairs, keep, strict=True):
             mask = postprocess(pair[-1]) if ok else None
-            if mask is not None and mask.any():
+            why = _rejection(mask, postprocess, loaded.spacing_mm)
+            if why is None:
                 accepted.append((i, s, pair[:c], mask))
                 continue
-            if mask is None:
-                counts.similar += 1
-            else:
-                counts.empty += 1
+            setattr(counts, why, getattr(counts, why) + 1)
             if attempt + 1 >= MAX_ATTEMPTS:
-                raise give_up(loaded, i, mask is None)
+                raise give_up(loaded, i, why)
             queue.append((i, attempt + 1))
         yield accepted
 
@@ -81,10 +83,28 @@ def iter_samples(
         yield from batch
 
 
-def give_up(loaded: LoadedGenerator, index: int, similar: bool) -> CheckpointError:
-    why = ("was too similar to a real training patch (max_similarity) in every one of",
-           "raise max_similarity, or train with more data / stronger augmentation") if similar \
-        else ("had an empty mask after post-processing in every one of",
-              "train longer, or lower the post-processing min_size")
+def _rejection(mask: np.ndarray | None, postprocess: MaskPostprocess,
+               spacing_mm: Sequence[float]) -> str | None:
+    """The :class:`RedrawCounts` field a draw counts under, or None when it is kept."""
+    if mask is None:
+        return "similar"
+    if not mask.any():
+        return "empty"
+    return "small" if postprocess.too_small(mask, spacing_mm) else None
+
+
+_GIVE_UP = {
+    "similar": ("was too similar to a real training patch (max_similarity) in every one of",
+                "raise max_similarity, or train with more data / stronger augmentation"),
+    "empty": ("had an empty mask after post-processing in every one of",
+              "train longer, or lower the post-processing min_size"),
+    "small": ("had a lesion below the post-processing min_diameter_mm in every one of",
+              "train longer, or lower min_diameter_mm"),
+}
+
+
+def give_up(loaded: LoadedGenerator, index: int, reason: str) -> CheckpointError:
+    """The error after :data:`MAX_ATTEMPTS` rejected draws of sample ``index``."""
+    why = _GIVE_UP[reason]
     return CheckpointError(f"{loaded.checkpoint_path}: sample {index} {why[0]} {MAX_ATTEMPTS} "
                            f"draws; {why[1]}")

@@ -14,8 +14,9 @@ With ``file_format="dicom"`` the pairs are ``dicomTr/synth_00000/image/`` (a DIC
 Reproducibility: sample ``i`` is drawn from its own seed ``sample_seed(seed, i, attempt)``
 (recorded per case in ``dataset.json``), so the same checkpoint and seed give byte-identical
 files whatever the batch size, and ``LoadedGenerator.generate(1, seed=case["seed"])`` reproduces
-one case. A draw whose mask is empty after post-processing (or that is too similar to a real
-training patch, with ``max_similarity``) is replaced by the next attempt of the same index.
+one case. A draw whose mask is empty after post-processing, whose lesion is smaller than the
+post-processing ``min_diameter_mm``, or that is too similar to a real training patch (with
+``max_similarity``) is replaced by the next attempt of the same index.
 
 Crash safety: see :mod:`medgan.sampling.output`. On any error or Ctrl-C the partial folder is
 removed; the previous contents of ``out`` are untouched unless the interrupt hits the final move
@@ -64,6 +65,7 @@ class SampleResult:
     n_redrawn_empty: int
     n_redrawn_similar: int
     seconds: float
+    n_redrawn_small: int = 0
 
     @property
     def samples_per_s(self) -> float:
@@ -187,7 +189,7 @@ def run_job(job: SampleJob, dist: distributed.DistInfo) -> SampleResult:
     return SampleResult(out, out / "dataset.json", out / "contact_sheet.png", n, seed,
                         loaded.checkpoint_path, loaded.checkpoint_sha256,
                         [seeds[i] for i in range(n)], counts.empty, counts.similar,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, counts.small)
 
 
 def _merge(shares: list[tuple[dict[int, int], RedrawCounts, dict[int, torch.Tensor]]]
@@ -199,5 +201,6 @@ def _merge(shares: list[tuple[dict[int, int], RedrawCounts, dict[int, torch.Tens
         seeds.update(rank_seeds)
         counts.empty += rank_counts.empty
         counts.similar += rank_counts.similar
+        counts.small += rank_counts.small
         sheet.update(rank_sheet)
     return seeds, counts, sheet

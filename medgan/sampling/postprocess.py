@@ -4,11 +4,18 @@ The generator's mask channel is a continuous value in [-1, 1] (``> 0`` = lesion)
 thresholded mask can hold single-voxel specks and pin holes that no annotator would draw; these
 steps remove them so that the written label maps look like real segmentations. Components are
 found with full connectivity (8-neighbourhood in 2D, 26 in 3D).
+
+Lesion size in millimetres: :func:`equivalent_diameter_mm` gives the diameter of the disc (2D)
+or ball (3D) with the same area or volume as the whole mask, from the voxel spacing. One number
+serves both ranks and reads like a clinical size; :meth:`MaskPostprocess.too_small` compares it
+with ``min_diameter_mm`` so that samplers can redraw lesions smaller than that.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,10 +23,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from medgan.errors import DataError
+from medgan.errors import ConfigError, DataError
 
 #: Default smallest lesion component kept, in voxels, per number of spatial dimensions.
 DEFAULT_MIN_SIZE: dict[int, int] = {2: 10, 3: 20}
+#: Default smallest whole lesion kept, as an equivalent diameter in mm (see the module docstring).
+DEFAULT_MIN_DIAMETER_MM = 3.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -100,19 +109,55 @@ def postprocess_mask(
     return mask.astype(np.uint8)
 
 
+def equivalent_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
+    """Diameter in mm of the disc (2D) or ball (3D) whose area / volume equals the mask's.
+
+    Args:
+        mask: binary ``(X, Y)`` or ``(X, Y, Z)`` array (no channel axis).
+        spacing_mm: voxel spacing (x, y[, z]) in mm; the first ``mask.ndim`` values are used.
+
+    Returns:
+        ``2 * sqrt(area / pi)`` in 2D, ``cbrt(6 * volume / pi)`` in 3D; 0 for an empty mask.
+    """
+    if mask.ndim not in (2, 3) or len(spacing_mm) < mask.ndim:
+        raise DataError(f"mask must have 2 or 3 spatial dimensions with a spacing for each, not "
+                        f"shape {tuple(mask.shape)} with spacing {list(spacing_mm)}")
+    size = float(np.count_nonzero(mask)) * math.prod(float(s) for s in spacing_mm[:mask.ndim])
+    if mask.ndim == 2:
+        return 2.0 * math.sqrt(size / math.pi)
+    return (6.0 * size / math.pi) ** (1.0 / 3.0)
+
+
 @dataclass(frozen=True)
 class MaskPostprocess:
-    """Settings of :func:`postprocess_mask`, callable on one mask and recorded with the output."""
+    """Settings of :func:`postprocess_mask`, callable on one mask and recorded with the output.
+
+    ``min_diameter_mm`` is not applied by the call (it needs the voxel spacing): samplers ask
+    :meth:`too_small` and redraw the sample; 0 disables it.
+    """
 
     threshold: float = 0.0
     fill_holes: bool = True
     min_size: int | None = None
     keep_largest: bool = False
+    min_diameter_mm: float = DEFAULT_MIN_DIAMETER_MM
+
+    def __post_init__(self) -> None:
+        d = self.min_diameter_mm
+        if isinstance(d, bool) or not isinstance(d, int | float) or not d >= 0:
+            raise ConfigError(f"min_diameter_mm must be a non-negative number of mm, not {d!r}")
 
     def __call__(self, mask: np.ndarray | torch.Tensor) -> np.ndarray:
         """``(X, Y[, Z])`` mask channel -> ``uint8`` {0, 1} mask."""
         return postprocess_mask(mask, self.threshold, self.fill_holes, self.min_size,
                                 self.keep_largest)
+
+    def too_small(self, mask: np.ndarray, spacing_mm: Sequence[float]) -> bool:
+        """True when the non-empty post-processed ``mask`` has an equivalent diameter below
+        ``min_diameter_mm`` at voxel spacing ``spacing_mm`` (x, y[, z]) in mm."""
+        if self.min_diameter_mm <= 0 or not mask.any():
+            return False
+        return equivalent_diameter_mm(mask, spacing_mm) < self.min_diameter_mm
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,9 +16,8 @@ import torch
 from torch import Tensor
 
 from medgan.config import DIFFAUGMENT_POLICIES
+from medgan.data.intensity import BACKGROUND
 from medgan.errors import ConfigError
-
-BACKGROUND = -1.0  # image background and "no lesion" in model space
 
 
 def _rand(x: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -18,7 +18,7 @@ sets.
 
 | field | value |
 |---|---|
-| model | {kind} ({dims}D), {role} |
+| model | {kind} ({dims}D{arch}), {role} |
 | modality | {modality} ({units}) |
 | image channels | {channels} (+ 1 mask channel) |
 | patch size | {patch} voxels at {spacing} mm |
@@ -54,19 +54,21 @@ patients with `medgan evaluate privacy` before sharing samples.
 - `loss_curves.png`, `tensorboard/`: training curves.
 
 ## Training cases
-The generator saw these cases and no others (SHA-256 of the first image file and of the label;
-`checkpoint.json` lists every file). A benchmark must not test on them.
+The generator saw these cases and no others (`checkpoint.json` holds the full hashes). A
+benchmark must not test on them; `medgan evaluate segmentation` refuses a generator that did.
 
 {cases}
 """
 
 
 def _cases_table(cases: list[dict[str, Any]]) -> str:
-    rows = ["| case | image SHA-256 | label SHA-256 |", "|---|---|---|"]
+    if not cases:
+        return "not recorded"
+    rows = ["| case | files (SHA-256, first 16 hex digits) |", "|---|---|"]
     for case in cases:
-        images = case.get("images") or [{}]
-        rows.append(f"| {case['id']} | `{str(images[0].get('sha256', ''))[:16]}` | "
-                    f"`{str(case.get('label', {}).get('sha256', ''))[:16]}` |")
+        files = ", ".join(f"{name} `{digest[:16]}`"
+                          for name, digest in (case.get("files") or {}).items())
+        rows.append(f"| {case['id']} | {files} |")
     return "\n".join(rows)
 
 
@@ -106,9 +108,11 @@ def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
                        if k.startswith("loss") and v) or "n/a"
     diversity = history.get("diversity_msssim")
     kind = config["model"].get("kind", "dcgan")
-    text = TEMPLATE.format(role=ROLES.get(kind, kind),
-        name=config.get("name", "medgan"), kind=kind.upper(),
-        dims=config["spatial_dims"], modality=config["modality"], units=intensity["units"],
+    arch = f", {config['model'].get('upsample', 'deconv')} upsampling" if kind == "dcgan" else ""
+    text = TEMPLATE.format(
+        name=config.get("name", "medgan"), kind=kind.upper(), role=ROLES.get(kind, kind),
+        arch=arch, dims=config["spatial_dims"], modality=config["modality"],
+        units=intensity["units"],
         channels=meta["image_channels"], patch=config["data"]["patch_size"],
         spacing=" x ".join(f"{s:g}" for s in meta["spacing_mm"]),
         labels=meta["lesion_labels"], low=", ".join(f"{x:g}" for x in intensity["low"]),

@@ -24,8 +24,8 @@ from medgan.errors import CheckpointError, ConfigError
 V01_SIDECAR = (Path(__file__).resolve().parents[1] / "data_files" / "checkpoint_v01"
                / "checkpoints" / "step-00000000" / "checkpoint.json")
 DUPLICATED = ("modality", "spatial_dims", "patch_size", "latent_dim")
-CASES = [{"id": "case_001", "images": [{"sha256": "a" * 64}], "label": {"sha256": "b" * 64}},
-         {"id": 7, "images": [{"sha256": "c" * 64}], "label": {"sha256": "d" * 64}}]
+CASES = [{"id": "case_001", "files": {"case_001.nii.gz": "a" * 64}},
+         {"id": 7, "files": {"7.nii.gz": "c" * 64}}]
 INTENSITY = {"modality": "ct", "low": [-200.0], "high": [300.0], "units": "HU"}
 
 

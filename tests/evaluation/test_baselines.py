@@ -76,3 +76,19 @@ def test_lesion_goes_onto_foreground() -> None:
         out = t.set_random_state(seed=seed)({"image": image, "label": torch.zeros(1, 32, 32)})
         centre = np.argwhere(out["label"][0].numpy() > 0).mean(0)
         assert 18 <= centre[0] <= 31 and 18 <= centre[1] <= 31
+
+
+def test_pasted_region_stays_inside_the_body() -> None:
+    from medgan.augment.carvemix import RandCarveMixd as Moved
+
+    assert Moved is RandCarveMixd  # the old import path re-exports the moved transform
+    snippets = build_lesion_snippets([case("b", (12, 12, 3), value=0.9)], 2, margin_voxels=6)
+    image = torch.full((1, 32, 32), -1.0)
+    image[0, 8:24, 8:24] = 0.0  # a small body in air
+    t = RandCarveMixd(("image", "label"), snippets, prob=1.0, lam_range=(4.0, 4.0))
+    body = image[0] > -1.0
+    for seed in range(10):
+        out = t.set_random_state(seed=seed)({"image": image, "label": torch.zeros(1, 32, 32)})
+        assert out["label"][0].sum() > 0, seed  # a lesion fits, so one is always pasted
+        assert not out["label"][0][~body].any()
+        assert torch.equal(out["image"][0][~body], image[0][~body])  # no rim in the air

@@ -81,3 +81,14 @@ def test_paired_bootstrap_drops_nan_pairs_and_checks_lengths() -> None:
     assert ci["n"] == 2 and ci["mean"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="same length"):
         paired_bootstrap_ci([1.0], [1.0, 2.0])
+
+
+def test_remove_small_components() -> None:
+    from medgan.evaluation.metrics import remove_small_components
+
+    pred = np.zeros((10, 10, 3), dtype=bool)
+    pred[1:4, 1:4, 1] = True  # 9 voxels
+    pred[7, 7, 0] = True  # a 1-voxel speck
+    kept = remove_small_components(pred, 5)
+    assert kept.sum() == 9 and not kept[7, 7, 0]
+    assert np.array_equal(remove_small_components(pred, 0), pred)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,16 +11,23 @@ import torch
 from click.testing import CliRunner
 
 from medgan.cli import main
-from medgan.evaluation.arms import ARMS as ALL_ARMS
 from medgan.evaluation.segmentation_run import (
     BenchmarkSettings,
-    PatchStream,
-    context_roi,
-    prepare_training_case,
     segment_volume,
 )
 
-ARMS = ",".join(ALL_ARMS)
+ARMS = "real,real+aug,real+aug+synthetic,real+aug+insert,real+aug+carvemix"
+RUNS = ["real", "real+aug", "real+aug+synthetic@0.2", "real+aug+insert@0.2",
+        "real+aug+carvemix@0.2"]
+GEN_YAML = """\
+modality: ct
+spatial_dims: 2
+data: {patch_size: 32, spacing_mm: [1.0, 1.0, 1.0], patches_per_case: 6, min_lesion_voxels: 5,
+       lesion_free_fraction: 0.2}
+model: {latent_dim: 8, ngf: 4, ndf: 4}
+train: {steps: 3, batch_size: 4, log_every: 1, sample_every: 2, checkpoint_every: 2,
+        ema_decay: 0.9}
+"""
 
 
 def invoke(*args: str | Path):
@@ -29,12 +35,25 @@ def invoke(*args: str | Path):
 
 
 @pytest.fixture(scope="module")
-def benchmark(phantom_data, tiny_checkpoint, tmp_path_factory) -> Path:
-    """A finished --fast benchmark: all arms, one seed, regimes 2 and all (5 runs each)."""
+def gen_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("gencfg") / "gen.yaml"
+    path.write_text(GEN_YAML, encoding="utf-8")
+    return path
+
+
+def bench_args(data: Path, config: Path, out: Path, *extra: str) -> list[str | Path]:
+    return ["--data", data, "--train-generator", config, "--generator-steps", "2", "--out", out,
+            "--fast", "--seeds", "1", "--train-cases", "3,all", "--arms", ARMS, "--ratio", "0.2",
+            "--iterations", "10", "--min-component-voxels", "3", "--device", "cpu",
+            "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def benchmark(phantom_data, gen_config, tmp_path_factory) -> Path:
+    """A finished --fast benchmark with per-regime generators: all arms at ratio 0.2, one seed,
+    regimes 3 (2 training + 1 validation patients) and all (3 + 1): 5 runs each."""
     out = tmp_path_factory.mktemp("bench") / "out"
-    result = invoke("--data", phantom_data, "--checkpoint", tiny_checkpoint, "--out", out,
-                    "--fast", "--seeds", "1", "--train-cases", "2,all", "--iterations", "10",
-                    "--device", "cpu", "--no-progress")
+    result = invoke(*bench_args(phantom_data, gen_config, out))
     assert result.exit_code == 0, result.output
     return out
 
@@ -44,44 +63,74 @@ def test_report_files(benchmark: Path) -> None:
         assert (benchmark / name).is_file(), name
     report = json.loads((benchmark / "report.json").read_text())
     split = report["protocol"]["split"]
-    assert len(split["test"]) == 2 and list(split["regimes"]) == ["2", "all"]
-    assert not set(split["test"]) & set(split["train_pool"])
-    assert set(report["summary"]["all"]) == set(ARMS.split(","))
+    assert len(split["test"]) == 2 and list(split["regimes"]) == ["3", "all"]
+    assert [len(split["regimes"][r]) for r in ("3", "all")] == [2, 3]
+    assert [len(split["validation"][r]) for r in ("3", "all")] == [1, 1]
+    assert set(report["summary"]["all"]) == set(RUNS)
     assert len(report["runs"]) == 10
     for run in report["runs"]:
-        assert (benchmark / "runs" / run["regime"] / run["arm"] / "seed0.json").is_file()
+        assert (benchmark / "runs" / run["regime"] / run["run"] / "seed0.json").is_file()
         assert {c["case_id"] for c in run["cases"]} == set(split["test"])
-        assert not set(run["train_cases"]) & set(split["test"])
-    carve = report["summary"]["all"]["real+aug+carvemix"]
-    assert {"low", "high", "mean"} <= set(carve["dice_diff_vs_reference"])
+        assert run["train_cases"] == split["regimes"][run["regime"]]
+        assert run["validation_cases"] == split["validation"][run["regime"]]
+        assert not set(run["train_cases"]) & (set(split["test"]) | set(run["validation_cases"]))
+        assert run["validation_curve"] and run["best_iteration"] == 10
+        assert len(run["cases_postprocessed"]) == 2
+    carve = report["summary"]["all"]["real+aug+carvemix@0.2"]
+    assert carve["n_patients"] == 2 and carve["n_seeds"] == 1 and carve["picked"]
+    assert abs(carve["added_lesion_fraction"] - 0.2) < 0.01
+    assert {"low", "high", "mean", "wilcoxon_p"} <= set(carve["dice_diff_vs_reference"])
+    assert "postprocessed" in carve
     text = (benchmark / "report.md").read_text()
     assert "medgan evaluate segmentation" in text and "How to read" in text
+    assert "Wilcoxon" in text and "Post-processed" in text and "(picked)" in text
 
 
-def test_resume_skips_finished_runs(benchmark: Path, phantom_data, tiny_checkpoint) -> None:
+def test_generators_trained_on_exactly_the_regime_patients(benchmark: Path, phantom_data) -> None:
+    from medgan.checkpoint import read_sidecar, resolve_checkpoint
+    from medgan.data import load_datalist
+    from medgan.data.provenance import file_sha256
+
+    protocol = json.loads((benchmark / "protocol.json").read_text())
+    paths = {c["case_id"]: c for c in load_datalist(phantom_data)}
+    assert set(protocol["generators"]) == {"3", "all"}
+    for regime, gen in protocol["generators"].items():
+        meta = read_sidecar(resolve_checkpoint(gen["checkpoint"]))
+        recorded = [c["id"] for c in meta["training_cases"]]
+        assert sorted(recorded) == sorted(protocol["split"]["regimes"][regime])
+        assert sorted(gen["case_ids"]) == sorted(recorded)
+        assert Path(gen["checkpoint"]).is_relative_to(benchmark / "generators")
+        for case in meta["training_cases"]:
+            image, label = paths[case["id"]]["image"], paths[case["id"]]["label"]
+            assert case["files"] == {f"imagesTr/{Path(image).name}": file_sha256(image),
+                                     f"labelsTr/{Path(label).name}": file_sha256(label)}
+
+
+def test_resume_skips_finished_generators_and_runs(benchmark: Path, phantom_data,
+                                                   gen_config) -> None:
     removed = benchmark / "runs" / "all" / "real" / "seed0.json"
     removed.unlink()
     kept = benchmark / "runs" / "all" / "real+aug" / "seed0.json"
     before = kept.stat().st_mtime_ns
-    result = invoke("--data", phantom_data, "--checkpoint", tiny_checkpoint, "--out", benchmark,
-                    "--fast", "--seeds", "1", "--train-cases", "2,all", "--iterations", "10",
-                    "--device", "cpu", "--no-progress", "--resume")
+    gens = sorted((benchmark / "generators").glob("*/run/checkpoints/*/checkpoint.json"))
+    stamps = [g.stat().st_mtime_ns for g in gens]
+    result = invoke(*bench_args(phantom_data, gen_config, benchmark, "--resume"))
     assert result.exit_code == 0, result.output
     assert "10 runs (9 resumed)" in result.output
     assert removed.is_file() and kept.stat().st_mtime_ns == before
+    assert sorted((benchmark / "generators").glob("*/run/checkpoints/*/checkpoint.json")) == gens
+    assert [g.stat().st_mtime_ns for g in gens] == stamps
 
 
-def test_resume_refuses_other_protocol(benchmark: Path, phantom_data, tiny_checkpoint) -> None:
-    result = invoke("--data", phantom_data, "--checkpoint", tiny_checkpoint, "--out", benchmark,
-                    "--fast", "--seeds", "1", "--train-cases", "2,all", "--iterations", "10",
-                    "--ratio", "0.2", "--resume", "--no-progress")
+def test_resume_refuses_other_protocol(benchmark: Path, phantom_data, gen_config) -> None:
+    result = invoke(*bench_args(phantom_data, gen_config, benchmark, "--resume",
+                                "--validation-fraction", "0.5"))
     assert result.exit_code == 2
     assert "different 'settings'" in result.output
 
 
-def test_non_empty_out_refused(benchmark: Path, phantom_data, tiny_checkpoint) -> None:
-    result = invoke("--data", phantom_data, "--checkpoint", tiny_checkpoint, "--out", benchmark,
-                    "--fast")
+def test_non_empty_out_refused(benchmark: Path, phantom_data, gen_config) -> None:
+    result = invoke(*bench_args(phantom_data, gen_config, benchmark))
     assert result.exit_code == 2
     assert "not empty" in result.output and "--resume" in result.output
 
@@ -95,27 +144,10 @@ def test_missing_checkpoint(phantom_data, tmp_path) -> None:
 
 def test_gan_arm_needs_checkpoint_and_arms_are_checked(phantom_data, tmp_path) -> None:
     result = invoke("--data", phantom_data, "--out", tmp_path / "o", "--arms", "real+aug+insert")
-    assert result.exit_code == 2 and "--checkpoint" in result.output
+    assert result.exit_code == 2 and "--train-generator" in result.output
+
     result = invoke("--data", phantom_data, "--out", tmp_path / "o", "--arms", "real,magic")
     assert result.exit_code == 2 and "--arms" in result.output
-
-
-def test_real_patches_match_across_arms(phantom_data, tiny_checkpoint) -> None:
-    from medgan.config import config_from_dict
-    from medgan.evaluation.segmentation import load_cases
-    from medgan.sampling import load_generator
-
-    cfg = config_from_dict(load_generator(tiny_checkpoint).metadata["config"])
-    items = [prepare_training_case(c, context_roi(2, 32))
-             for c in load_cases(phantom_data, cfg, progress=False)[:2]]
-    s = BenchmarkSettings.fast(batch_size=8, ratio=0.5)
-    plain = PatchStream(items, 2, 32, s, seed=1, augment=False)
-    other = PatchStream(items, 2, 32, s, seed=1, augment=False,
-                        synthetic=(torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32)))
-    a, b = plain.next(), other.next()
-    real = b[0].flatten(1).abs().sum(1) > 0  # rows not replaced by the zero synthetic patch
-    assert real.any() and (~real).any() and torch.equal(a[0][real], b[0][real])
-    assert a[1].mean() > 0  # foreground oversampling finds the lesion
 
 
 def test_segment_volume_2d_covers_every_slice() -> None:
@@ -130,57 +162,28 @@ def test_segment_volume_2d_covers_every_slice() -> None:
     assert np.array_equal(pred, (image[0] > 0.5).numpy())
 
 
-class DiskGenerator(torch.nn.Module):
-    """Stub generator: a bright disk (radius 5) with its mask in the centre of a 32 x 32 patch."""
-
-    latent_dim = 4
-
-    def sample_latent(self, n: int, generator=None, device=None) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, generator=generator, device=device)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-        disk = ((yy - 16) ** 2 + (xx - 16) ** 2 <= 25).float()
-        image = (0.2 + 0.6 * disk).expand(len(z), 1, 32, 32)
-        return torch.cat([image, disk.expand(len(z), 1, 32, 32) * 2 - 1], dim=1)
-
-
-def test_insert_and_carvemix_add_lesions_inside_the_patch(phantom_data, tiny_checkpoint) -> None:
-    from medgan.augment import RandSyntheticLesiond
-    from medgan.config import config_from_dict
-    from medgan.evaluation.baselines import RandCarveMixd, build_lesion_snippets
-    from medgan.evaluation.segmentation import load_cases
-    from medgan.sampling import LoadedGenerator, load_generator
-
-    real = load_generator(tiny_checkpoint)
-    stub = LoadedGenerator(DiskGenerator(), real.metadata, real.checkpoint_path, "stub",
-                           torch.device("cpu"), spec=dataclasses.replace(real.spec, latent_dim=4))
-
-    cases = load_cases(phantom_data, config_from_dict(real.metadata["config"]), progress=False)
-    items = [prepare_training_case(c, context_roi(2, 32)) for c in cases[:3]]
-    s = BenchmarkSettings.fast(batch_size=8, ratio=1.0)
-    for transform in (
-        RandSyntheticLesiond(("image", "label"), generator=stub, prob=1.0,
-                             foreground_key="foreground", units="model"),
-        RandCarveMixd(("image", "label"), build_lesion_snippets(items, 2), prob=1.0,
-                      foreground_key="foreground"),
-    ):
-        stream = PatchStream(items, 2, 32, s, seed=0, augment=False, arm_transform=transform)
-        images, labels = stream.next()
-        assert images.shape == (8, 1, 32, 32) and labels.shape == (8, 1, 32, 32)
-        assert stream.n_added / stream.n_items > 0.5, type(transform).__name__
-
-
 def test_3d_benchmark(phantom_data, tmp_path) -> None:
-    from helpers_checkpoint import make_checkpoint
-
+    from medgan.config import config_from_dict
     from medgan.evaluation import evaluate_segmentation
 
-    ckpt = make_checkpoint(tmp_path / "gan3d", spatial_dims=3, patch_size=32, ngf=4,
-                           spacing_mm=(1.0, 1.0, 1.0))
-    result = evaluate_segmentation(phantom_data, tmp_path / "out", checkpoint=ckpt, fast=True,
+    cfg = config_from_dict({"modality": "ct", "spatial_dims": 3,
+                            "data": {"patch_size": 32, "spacing_mm": [1.0, 1.0, 1.0]}})
+    result = evaluate_segmentation(phantom_data, tmp_path / "out", config=cfg, fast=True,
                                    seeds=1, train_cases="all", iterations=2, device="cpu",
-                                   arms=["real+aug", "real+aug+carvemix"], progress=False)
-    stats = result.summary["all"]["real+aug+carvemix"]
+                                   ratio=0.25, arms=["real+aug", "real+aug+carvemix"],
+                                   progress=False)
+    stats = result.summary["all"]["real+aug+carvemix@0.25"]
     assert stats["n_units"] == 2 and stats["added_lesion_fraction"] > 0
     assert (tmp_path / "out" / "examples.png").is_file()
+
+
+def test_ratio_above_the_lesion_slots_is_refused(phantom_data, tmp_path) -> None:
+    from medgan.config import config_from_dict
+    from medgan.errors import ConfigError
+    from medgan.evaluation import evaluate_segmentation
+
+    cfg = config_from_dict({"modality": "ct", "spatial_dims": 2, "data": {"patch_size": 32}})
+    with pytest.raises(ConfigError, match="ratio"):  # fast: 2 slots of 6 patches -> at most 1/3
+        evaluate_segmentation(phantom_data, tmp_path / "out", config=cfg, fast=True, ratio=0.5,
+                              arms=["real+aug", "real+aug+carvemix"], progress=False)
+    assert not (tmp_path / "out").exists()

@@ -20,8 +20,8 @@ from medgan.errors import TrainingDivergedError
 from medgan.training.monitor import Monitor, TrainResult
 from medgan.training.state import TrainState
 
-CASES = [{"id": "patient_017", "images": [{"sha256": "1" * 64}], "label": {"sha256": "2" * 64}},
-         {"id": "patient_042", "images": [{"sha256": "3" * 64}], "label": {"sha256": "4" * 64}}]
+CASES = [{"id": "patient_017", "files": {"img.nii.gz": "1" * 64, "lab.nii.gz": "2" * 64}},
+         {"id": "patient_042", "files": {"img.nii.gz": "3" * 64, "lab.nii.gz": "4" * 64}}]
 
 
 def make_monitor(run: Path, steps: int, log_every: int, sample_every: int,
@@ -115,7 +115,8 @@ def test_finish_returns_the_result_and_writes_the_model_card(tmp_path) -> None:
         text = card.read_text()
         assert "## Training cases" in text and "Outputs are synthetic" in text
         for case in CASES:
-            assert f"| {case['id']} | `{case['images'][0]['sha256'][:16]}` |" in text
+            name, digest = next(iter(case['files'].items()))
+            assert f"| {case['id']} | {name} `{digest[:16]}`" in text
     history = json.loads((run / "history.json").read_text())
     assert [s for s, _ in history["loss_d"]] == [2, 4]
     assert (run / "loss_curves.png").is_file()

@@ -58,8 +58,8 @@ def test_train_writes_every_artefact(tmp_path, dataset, spatial_dims):
     assert json.loads((result.checkpoint / "stats.json").read_text())["images_per_s"] > 0
     ids = [c["id"] for c in meta["training_cases"]]
     assert len(set(ids)) == meta["n_cases"] == len(ids) > 0
-    assert all(len(c["images"][0]["sha256"]) == 64 and len(c["label"]["sha256"]) == 64
-               for c in meta["training_cases"])
+    assert all(len(c["files"]) == 2 and all(len(h) == 64 for h in c["files"].values())
+               for c in meta["training_cases"])  # image and label
     assert len(meta["data_fingerprint"]) == 64
     assert set(meta["files"]) == {"generator.safetensors", "generator_ema.safetensors",
                                   "discriminator.safetensors", "training_state.safetensors"}
