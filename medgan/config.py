@@ -20,7 +20,8 @@ from medgan.errors import ConfigError
 
 Modality = Literal["ct", "mr", "pet", "none"]
 LossKind = Literal["bce", "hinge", "wgan-gp"]
-ModelKindName = Literal["dcgan"]
+ModelKindName = Literal["dcgan", "inpaint"]
+MaskSourceName = Literal["real", "ellipsoid"]
 DiffAugmentPolicy = Literal["translation", "cutout", "brightness", "contrast"]
 DiscriminatorNorm = Literal["batch", "instance", "none"]
 UpsampleMode = Literal["deconv", "resize"]
@@ -127,7 +128,8 @@ class ModelConfig(_Strict):
 
     kind: ModelKindName = Field(
         "dcgan", description="Model kind: 'dcgan' (unconditional generator of lesion image + "
-        "mask patches from a latent vector)."
+        "mask patches from a latent vector) or 'inpaint' (restores an erased region of a real "
+        "patch with a lesion shaped like a given mask; settings in the inpaint section)."
     )
     latent_dim: int = Field(100, gt=0, description="Size of the latent vector z.")
     ngf: int = Field(64, gt=0, description="Generator base width (channels of the last block).")
@@ -210,6 +212,49 @@ class TrainConfig(_Strict):
         return self
 
 
+class InpaintConfig(_Strict):
+    """Lesion inpainting (``model.kind: inpaint``); mm become voxels at the finest in-plane
+    spacing of the training patches (:func:`medgan.models.inpaint.mm_to_voxels`)."""
+
+    erase_margin_mm: float = Field(3.0, ge=0.0, le=20.0, description="The erase region E is "
+                                   "the lesion mask dilated by this margin; the generator "
+                                   "restores E, every voxel outside it is kept bit for bit.")
+    l1_weight: float = Field(100.0, ge=0.0, description="Weight of the L1 distance to the "
+                             "real voxels inside E, added to the adversarial generator loss.")
+    empty_fraction: float = Field(0.25, ge=0.0, le=1.0, description="Share of training pairs "
+                                  "with an empty mask: a blob of lesion-free tissue is erased and "
+                                  "restored as healthy tissue (lesion-free patches always are).")
+    blob_radius_mm: tuple[float, float] = Field(
+        (3.0, 10.0), description="Radius range (low, high) of the healthy-fill blobs, in mm.")
+    tissue_threshold: float | None = Field(-0.9, ge=-1.0, le=1.0, description="Healthy-fill "
+                                           "blobs are centred above this model-space value when "
+                                           "possible (off the background); null = anywhere.")
+    noise_channels: int = Field(8, ge=1, description="Noise maps appended at the bottleneck.")
+    local_discriminator: bool = Field(False, description="Add a second discriminator on a "
+                                      "crop around the erase region.")
+    local_size: int = Field(32, ge=8, description="Edge of the local discriminator's crop in "
+                            "voxels (<= patch_size).")
+    mask_source: MaskSourceName = Field("real", description="Lesion shapes when inserting "
+                                        "lesions (medgan sample --hosts): 'real' = the training "
+                                        "masks stored in the checkpoint, deformed; 'ellipsoid' = "
+                                        "ellipsoids sized like them.")
+    grid_samples: int = Field(8, ge=1, le=64, description="Rows of the sample grids.")
+
+    @field_validator("blob_radius_mm")
+    @classmethod
+    def _blob(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < v[0] <= v[1]:
+            raise ValueError(f"must be (low, high) with 0 < low <= high, not {list(v)}")
+        return v
+
+
+#: Settings that do not apply to ``model.kind: inpaint`` (an error when changed from default).
+NOT_FOR_INPAINT = {"model": ("latent_dim", "upsample", "d_norm", "spectral_norm",
+                             "minibatch_std", "d_dropout"),
+                   "train": ("real_label", "gp_weight", "diffaugment", "amp", "compile",
+                             "sync_batchnorm", "collapse_threshold")}
+
+
 class MedganConfig(_Strict):
     """Everything one training run needs; saved in the run folder and in every checkpoint."""
 
@@ -228,6 +273,9 @@ class MedganConfig(_Strict):
     train: TrainConfig = Field(
         default_factory=TrainConfig, description="Optimisation, stabilisers, logging cadence."
     )
+    inpaint: InpaintConfig = Field(
+        default_factory=InpaintConfig, description="Lesion inpainting (model.kind: inpaint)."
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> MedganConfig:
@@ -237,12 +285,29 @@ class MedganConfig(_Strict):
                 f"data.patch_size must be one of {', '.join(map(str, allowed))} for "
                 f"spatial_dims={self.spatial_dims}, not {self.data.patch_size}"
             )
+        if self.model.kind == "inpaint":
+            self._inpaint_checks()  # first: the DCGAN-only checks below do not apply
         if self.train.loss == "wgan-gp" and self.model.d_norm == "batch":
             raise ValueError(
                 "model.d_norm must be 'none' or 'instance' with train.loss 'wgan-gp', not 'batch' "
                 "(batch statistics break the per-sample gradient penalty)"
             )
         return self
+
+    def _inpaint_checks(self) -> None:
+        for section, names in NOT_FOR_INPAINT.items():
+            part = getattr(self, section)
+            for name in names:  # compared with the default, so a saved config reloads
+                if getattr(part, name) != type(part).model_fields[name].get_default(
+                        call_default_factory=True):
+                    raise ValueError(f"{section}.{name} does not apply to model.kind 'inpaint' "
+                                     "(remove it)")
+        if self.train.loss == "wgan-gp" or self.train.d_steps != 1:
+            raise ValueError(f"model.kind 'inpaint' needs train.loss 'bce' or 'hinge' (not "
+                             f"{self.train.loss!r}) and train.d_steps 1 (not {self.train.d_steps})")
+        if self.inpaint.local_size > self.data.patch_size:
+            raise ValueError(f"inpaint.local_size must be at most data.patch_size="
+                             f"{self.data.patch_size}, not {self.inpaint.local_size}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (paths as strings, tuples as lists)."""

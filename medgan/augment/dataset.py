@@ -58,7 +58,7 @@ class SyntheticLesionDataset(Dataset):
         if num_samples < 1:
             raise ConfigError(f"num_samples must be a positive integer, not {num_samples}")
         if not isinstance(generator, LoadedGenerator):
-            generator = load_generator(generator, device=device or "cpu")
+            generator = load_generator(generator, device=device or "cpu", kind="dcgan")
         self.generator = generator
         self.num_samples = int(num_samples)
         self.transform = transform

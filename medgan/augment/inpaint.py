@@ -14,13 +14,17 @@ With probability ``prob`` the transform
 
 When a step cannot be done the data are returned unchanged and the reason is counted in
 ``transform.skipped`` (a :class:`collections.Counter`, per process: each ``DataLoader`` worker
-counts its own). Not yet wired into ``medgan train``/checkpoints: the generator is passed in
-memory (see :func:`medgan.training.inpaint_step.train_inpainter`).
+counts its own). The generator is a checkpoint of ``model.kind: inpaint`` (its path or
+:class:`~medgan.sampling.inpainter.LoadedInpainter`, whose intensity mapping is then the
+default) or an :class:`~medgan.models.inpaint.InpaintGenerator` in memory. After an insertion,
+``transform.last`` describes it (:class:`Insertion`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,17 +40,52 @@ from medgan.augment.placement import PlacementSettings, place_mask, tissue_regio
 from medgan.data.intensity import IntensityMapping
 from medgan.errors import ConfigError
 from medgan.models.inpaint import InpaintGenerator, erase_region
+from medgan.sampling.inpainter import LoadedInpainter
+
+Inpainter = InpaintGenerator | LoadedInpainter | str | Path
+
+
+@dataclass(frozen=True)
+class Insertion:
+    """One inserted lesion: ``seeds`` (mask shape, placement, noise), ``offset`` (voxel index of
+    the tight ``mask``'s first corner in the image), ``window`` (the generator patch, a tuple of
+    slices and, for a 2D generator in a 3D image, the slice index) and ``erase`` (the voxels
+    written, boolean ``(*P)`` in that window)."""
+
+    seeds: tuple[int, int, int]
+    offset: tuple[int, ...]
+    mask: np.ndarray
+    window: tuple
+    erase: np.ndarray
+
+
+def resolve_inpainter(generator: Inpainter, intensity: IntensityMapping | None
+                      ) -> tuple[InpaintGenerator, IntensityMapping | None]:
+    """The network and intensity mapping of ``generator``: a checkpoint path or
+    :class:`LoadedInpainter` brings its own mapping (unless ``intensity`` is given)."""
+    if isinstance(generator, str | Path):
+        from medgan.sampling.loader import load_generator
+
+        generator = load_generator(generator, kind="inpaint")
+    if isinstance(generator, LoadedInpainter):
+        return generator.generator, intensity if intensity is not None else generator.intensity
+    if not isinstance(generator, InpaintGenerator):
+        raise ConfigError(f"generator must be an inpainting checkpoint (path or LoadedInpainter) "
+                          f"or an InpaintGenerator, not {type(generator).__name__}")
+    return generator, intensity
 
 
 class RandLesionInpaint(RandLesionArray):
     """Array transform: ``(image, label) -> (image, label)`` with one lesion inpainted.
 
     Args:
-        generator: a trained :class:`~medgan.models.inpaint.InpaintGenerator` (used in eval
-            mode, on its own device).
+        generator: an inpainting checkpoint (path or
+            :class:`~medgan.sampling.inpainter.LoadedInpainter`) or a trained
+            :class:`~medgan.models.inpaint.InpaintGenerator` (used in eval mode, on its own
+            device).
         mask_source: where lesion shapes come from (:mod:`medgan.augment.masks`).
         intensity: the mapping image units -> model space the generator was trained with; None
-            when images are already in model space [-1, 1].
+            = the checkpoint's, or for a bare network: images already in model space [-1, 1].
         prob: probability of inserting a lesion.
         placement: region and margin settings (:class:`PlacementSettings`).
         spacing_mm: voxel spacing for ``margin_mm``; None reads a MetaTensor's ``pixdim``
@@ -56,10 +95,11 @@ class RandLesionInpaint(RandLesionArray):
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, generator: InpaintGenerator, mask_source: MaskSource,
+    def __init__(self, generator: Inpainter, mask_source: MaskSource,
                  intensity: IntensityMapping | None = None, prob: float = 0.5,
                  placement: PlacementSettings | None = None,
                  spacing_mm: Sequence[float] | None = None, lesion_value: int = 1) -> None:
+        generator, intensity = resolve_inpainter(generator, intensity)
         check_prob(prob)
         if mask_source.spatial_dims != generator.spatial_dims:
             raise ConfigError(f"mask_source makes {mask_source.spatial_dims}D masks but the "
@@ -70,6 +110,7 @@ class RandLesionInpaint(RandLesionArray):
         self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
         self.lesion_value = lesion_value
         self.applied = 0
+        self.last: Insertion | None = None
         self._seeds = np.zeros(3, np.int64)
 
     def randomize(self, data: Any = None) -> None:
@@ -87,6 +128,7 @@ class RandLesionInpaint(RandLesionArray):
     def __call__(self, img: Array, label: Array | None = None, region_map: Array | None = None,
                  randomize: bool = True) -> tuple[Array, Array | None]:
         """``img`` ``(C, *S)``, ``label`` ``(1, *S)`` or ``(*S)``, ``region_map`` likewise."""
+        self.last = None
         if not self._start(img, randomize):
             return img, label
         g = self.generator
@@ -145,6 +187,8 @@ class RandLesionInpaint(RandLesionArray):
         erase = e_t[0].cpu().numpy() > 0.5  # (1, *P)
         values = np.where(erase, to_numpy(fill_units).astype(np.float64), real)
         out = write_window(img, sub, values)
+        self.last = Insertion(tuple(int(s) for s in self._seeds), tuple(offset), mask, window,
+                              erase[0])
         if label is None:
             return out, None
         lab_sub = sub if label.ndim == img.ndim else window
@@ -163,7 +207,7 @@ class RandLesionInpaintd(RandArrayTwind):
     backend = RandLesionInpaint.backend
 
     def __init__(self, keys: KeysCollection = ("image", "label"), *,
-                 generator: InpaintGenerator, mask_source: MaskSource,
+                 generator: Inpainter, mask_source: MaskSource,
                  intensity: IntensityMapping | None = None, prob: float = 0.5,
                  placement: PlacementSettings | None = None, region_key: str | None = None,
                  spacing_mm: Sequence[float] | None = None, lesion_value: int = 1,
@@ -178,8 +222,6 @@ class RandLesionInpaintd(RandArrayTwind):
         self.region_key = region_key
         self.inpaint = self.array_transform = RandLesionInpaint(
             generator, mask_source, intensity, 1.0, placement, spacing_mm, lesion_value)
-
-
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

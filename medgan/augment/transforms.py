@@ -117,7 +117,7 @@ class RandSyntheticLesion(RandLesionArray):
             raise ConfigError(f"margin_mm must be >= 0, not {margin_mm}")
         super().__init__(prob)
         self.generator = (generator if isinstance(generator, LoadedGenerator)
-                          else load_generator(generator))
+                          else load_generator(generator, kind="dcgan"))
         self.lesion_value = lesion_value
         self.blend_sigma = float(blend_sigma)
         self.allow_outside_body = allow_outside_body

@@ -14,8 +14,8 @@ imports training, sampling or evaluation. Names are exported lazily (see :mod:`m
 from medgan._lazy import lazy_getattr
 
 _EXPORTS = {
-    **dict.fromkeys(("FORMAT_VERSION", "LATEST", "SIDECAR", "STATS", "checkpoint_sha256",
-                     "read_sidecar", "resolve_checkpoint", "sha256_file"),
+    **dict.fromkeys(("FORMAT_VERSION", "LATEST", "LESION_MASKS", "SIDECAR", "STATS",
+                     "checkpoint_sha256", "read_sidecar", "resolve_checkpoint", "sha256_file"),
                     "medgan.checkpoint.files"),
     **dict.fromkeys(("load_weights", "optimizer_from_tensors", "optimizer_to_tensors",
                      "save_checkpoint"), "medgan.checkpoint.store"),

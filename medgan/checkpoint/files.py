@@ -17,6 +17,9 @@ from medgan.errors import CheckpointError
 SIDECAR = "checkpoint.json"
 STATS = "stats.json"
 LATEST = "latest.json"
+#: Stem of the safetensors file of an inpainting checkpoint that holds training lesion masks
+#: ``masks`` ``(N, *P)`` uint8 (shapes only; the default lesion shapes for insertion).
+LESION_MASKS = "lesion_masks"
 #: Version written by this release; 1 (medgan 0.1) kept modality, spatial_dims, patch_size and
 #: latent_dim twice (top level and in ``config``); 2 keeps them in ``config`` only and adds
 #: ``training_cases``.

@@ -17,6 +17,7 @@ from torch import nn
 from medgan.config import MedganConfig
 from medgan.errors import ConfigError
 from medgan.models import Discriminator, Generator
+from medgan.models.inpaint import InpaintCritics, InpaintGenerator
 
 Builder = Callable[[MedganConfig, int], nn.Module]
 
@@ -73,3 +74,20 @@ def _dcgan_discriminator(config: MedganConfig, image_channels: int) -> Discrimin
 
 register_kind(ModelKind("dcgan", _dcgan_generator, _dcgan_discriminator,
                         "unconditional DCGAN: latent vector -> lesion image + mask patch"))
+
+
+def _inpaint_generator(config: MedganConfig, image_channels: int) -> InpaintGenerator:
+    # erase_margin is recorded on the net for its users; training and loading set it in voxels
+    # from inpaint.erase_margin_mm and the patches' spacing (see mm_to_voxels)
+    return InpaintGenerator(config.spatial_dims, config.data.patch_size, image_channels,
+                            ngf=config.model.ngf, noise_channels=config.inpaint.noise_channels)
+
+
+def _inpaint_discriminator(config: MedganConfig, image_channels: int) -> InpaintCritics:
+    return InpaintCritics(config.spatial_dims, image_channels, ndf=config.model.ndf,
+                          local=config.inpaint.local_discriminator)
+
+
+register_kind(ModelKind("inpaint", _inpaint_generator, _inpaint_discriminator,
+                        "lesion inpainter: real patch with an erased region + lesion mask -> "
+                        "the region restored with a lesion of that shape"))

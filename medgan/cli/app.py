@@ -20,12 +20,13 @@ import click
 
 from medgan._version import __version__
 from medgan.atomic import write_text_atomic
-from medgan.errors import MedganError, OutputError
+from medgan.errors import DataError, MedganError, OutputError
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 #: Library parameter names -> the flags that set them (library errors name parameters).
 FLAGS = {"overrides": "--set", "real_datalist": "--real-data", "n": "--n",
+         "mask_source_kind": "--mask-source",
          "postprocess": "--min-lesion-voxels"}
 
 
@@ -250,6 +251,19 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
         click.echo(f"model card: {result.run_dir / 'MODEL_CARD.md'}")
 
 
+def _check_cases_options(kind: str, hosts: Path | None, max_similarity: float | None,
+                         file_format: str) -> None:
+    """Cross-option checks of ``medgan sample`` with an inpainting checkpoint / --hosts."""
+    if kind != "inpaint":
+        raise click.UsageError(f"--hosts needs an inpainting checkpoint (model.kind: inpaint); "
+                               f"--checkpoint holds a {kind!r} model")
+    if hosts is None:
+        raise click.UsageError("an inpainting checkpoint inserts lesions into real scans: pass "
+                               "--hosts DATALIST")
+    if max_similarity is not None or file_format != "nifti":
+        raise click.UsageError("--max-similarity and --format dicom do not apply with --hosts")
+
+
 def check_datalist(data: Path, skip_bad: bool = False) -> None:
     """Read the datalist (file paths and pairs only; torch-free) so that a wrong ``--data``
     is reported before anything heavy loads."""
@@ -290,15 +304,35 @@ def check_datalist(data: Path, skip_bad: bool = False) -> None:
 @click.option("--min-lesion-diameter-mm", type=click.FloatRange(min=0.0), default=None,
               help="Redraw samples whose lesion is smaller than a disc (2D) / ball (3D) of this "
                    "diameter in mm (default: 3); 0 keeps every size.")
+@click.option("--hosts", type=click.Path(path_type=Path), default=None,
+              help="Inpainting checkpoints: datalist of real host scans (NIfTI image + label); "
+                   "writes N full-size cases, each a host with lesions inpainted into it.")
+@click.option("--lesions-per-case", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --hosts: lesions inserted per case (those that fit).")
+@click.option("--mask-source", type=click.Choice(["real", "ellipsoid"]), default=None,
+              help="With --hosts: lesion shapes, the checkpoint's training masks deformed "
+                   "(real) or ellipsoids sized like them; default: the checkpoint's setting.")
+@click.option("--region", type=click.Choice(["body", "intensity", "anywhere"]), default="body",
+              show_default=True,
+              help="With --hosts: where lesions may go: inside the automatic body mask, where "
+                   "the image lies within --intensity-range, or anywhere in the scan.")
+@click.option("--intensity-range", type=(float, float), default=None,
+              help="With --region intensity: LOW HIGH in image units (e.g. HU).")
+@click.option("--margin-mm", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+              help="With --hosts: smallest distance of a new lesion from existing lesions.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, device: str,
                ema: bool, overwrite: bool, max_similarity: float | None, real_data: Path | None,
                min_lesion_voxels: int | None, keep_largest: bool, file_format: str,
-               min_lesion_diameter_mm: float | None, progress: bool) -> None:
+               min_lesion_diameter_mm: float | None,
+               hosts: Path | None, lesions_per_case: int, mask_source: str | None,
+               region: str, intensity_range: tuple[float, float] | None, margin_mm: float,
+               progress: bool) -> None:
     """Generate N synthetic lesion image + mask pairs from a checkpoint as a MONAI dataset.
 
     Images are written in physical units (HU, SUV, MR scale) with the training spacing, masks
-    as uint8; the same checkpoint and --seed give byte-identical files.
+    as uint8; the same checkpoint and --seed give byte-identical files. With an inpainting
+    checkpoint and --hosts: N full-size cases (host scans with inpainted lesions).
     """
     if max_similarity is not None and real_data is None:
         raise click.UsageError("--max-similarity needs --real-data (the real training data)")
@@ -308,7 +342,32 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
     from medgan.sampling.output import prepare_out
 
     folder = resolve_checkpoint(checkpoint)
-    read_spec(read_sidecar(folder), folder)
+    kind = read_spec(read_sidecar(folder), folder).kind
+    if kind == "inpaint" or hosts is not None:
+        _check_cases_options(kind, hosts, max_similarity, file_format)
+        if region == "intensity" and intensity_range is None:
+            raise click.UsageError("--region intensity needs --intensity-range LOW HIGH")
+        prepare_out(out, overwrite)
+        try:
+            check_datalist(hosts)
+        except DataError as err:
+            raise DataError(err.message, param="hosts") from None
+        from medgan.augment.placement import PlacementSettings
+
+        placement = PlacementSettings(region, intensity_range, margin_mm=margin_mm)
+        from medgan.sampling.cases import write_cases
+
+        cases = write_cases(checkpoint, hosts, n, out, seed=seed,
+                            lesions_per_case=lesions_per_case, device=device, use_ema=ema,
+                            overwrite=overwrite, mask_source_kind=mask_source,
+                            placement=placement)
+        click.echo(f"wrote {cases.n} full-size case(s), "
+                   f"{sum(map(len, cases.insertions))} lesion(s) inserted")
+        if cases.skipped:
+            click.echo("not placed: " + ", ".join(f"{r} ({c})" for r, c in cases.skipped.items()))
+        click.echo(f"datalist:      {cases.datalist}")
+        click.echo(f"contact sheet: {cases.contact_sheet}")
+        return
     prepare_out(out, overwrite)
     if real_data is not None:
         check_datalist(real_data)

@@ -181,3 +181,28 @@ def erase_region(mask: Tensor, margin: int) -> Tensor:
     kernel = ball(margin, d).to(mask.device, torch.float32)[None, None]
     conv = torch.nn.functional.conv2d if d == 2 else torch.nn.functional.conv3d
     return (conv((mask > 0.5).float(), kernel, padding=margin) > 0.5).to(torch.float32)
+
+
+class InpaintCritics(nn.Module):
+    """The inpainter's discriminators as one module: ``global_net`` judges the whole patch,
+    ``local`` (optional) a crop around the erase region (see
+    :func:`medgan.training.inpaint_step.inpaint_train_step`)."""
+
+    def __init__(self, spatial_dims: int, image_channels: int = 1, ndf: int = 32,
+                 local: bool = False) -> None:
+        super().__init__()
+        self.global_net = InpaintDiscriminator(spatial_dims, image_channels, ndf)
+        self.local = InpaintDiscriminator(spatial_dims, image_channels, ndf) if local else None
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        """Logits ``(B, K)`` of the global discriminator."""
+        return self.global_net(image, mask)
+
+
+def mm_to_voxels(length_mm: float, spacing_mm: tuple[float, ...] | list[float],
+                 spatial_dims: int) -> int:
+    """``length_mm`` in voxels of the finest in-plane spacing (x, y), rounded, at least 0."""
+    finest = min(float(s) for s in spacing_mm[:2])
+    if not finest > 0:
+        raise ConfigError(f"spacing_mm must be positive in-plane, not {list(spacing_mm)!r}")
+    return max(0, int(round(float(length_mm) / finest)))

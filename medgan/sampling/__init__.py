@@ -11,7 +11,8 @@ _EXPORTS = {
     "sample_seed": "medgan.sampling.loader", "MaskPostprocess": "medgan.sampling.postprocess",
     "postprocess_mask": "medgan.sampling.postprocess",
     "equivalent_diameter_mm": "medgan.sampling.postprocess", "SampleResult": "medgan.sampling.job",
-    "sample": "medgan.sampling.job",
+    "sample": "medgan.sampling.job", "LoadedInpainter": "medgan.sampling.inpainter",
+    "write_cases": "medgan.sampling.cases", "CasesResult": "medgan.sampling.cases",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -154,7 +154,8 @@ def run_job(job: SampleJob, dist: distributed.DistInfo) -> SampleResult:
     out, n, seed = job.out, job.n, job.seed
     post = job.postprocess or MaskPostprocess()
     dist.on_main(lambda: prepare_out(out, job.overwrite))
-    loaded = load_generator(job.checkpoint, device=dist.device, use_ema=job.use_ema)
+    loaded = load_generator(job.checkpoint, device=dist.device, use_ema=job.use_ema,
+                            kind="dcgan")
     if job.file_format == "dicom" and loaded.modality == "none":
         raise ConfigError(f"{loaded.checkpoint_path}: file_format 'dicom' needs a ct, mr or pet "
                           "checkpoint, not modality 'none'")

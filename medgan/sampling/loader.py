@@ -33,10 +33,13 @@ from medgan.checkpoint import (
     read_spec,
     resolve_checkpoint,
 )
+from medgan.checkpoint.files import LESION_MASKS
 from medgan.checkpoint.metadata import TRAINING_KEYS
-from medgan.data.intensity import IntensityMapping
 from medgan.devices import preferred_memory_format, resolve_device
 from medgan.errors import CheckpointError, ConfigError
+from medgan.models.inpaint import mm_to_voxels
+from medgan.sampling.facts import CheckpointFacts, spec_field
+from medgan.sampling.inpainter import LoadedInpainter
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +57,8 @@ def sample_seed(seed: int, index: int, attempt: int = 0) -> int:
     return int(state >> np.uint64(64 - SEED_BITS))
 
 
-def _spec_field(name: str, doc: str) -> Any:
-    """A read-only property returning ``self.spec.<name>`` (the checkpoint's facts)."""
-    return property(lambda self: getattr(self.spec, name), doc=doc)
-
-
 @dataclass
-class LoadedGenerator:
+class LoadedGenerator(CheckpointFacts):
     """A generator in eval mode plus the checkpoint facts needed to interpret its output.
 
     ``spec`` is the validated checkpoint description (read from ``metadata``, the raw sidecar
@@ -79,36 +77,14 @@ class LoadedGenerator:
         if self.spec is None:
             self.spec = read_spec(self.metadata, self.checkpoint_path)
 
-    # ---- checkpoint facts ----
-    @property
-    def config(self) -> Any:
-        """The :class:`~medgan.config.MedganConfig` the generator was trained with."""
-        if self.spec.config is None:
-            raise CheckpointError(f"{self.checkpoint_path}: this generator has no training "
-                                  "config (it was not loaded from a checkpoint)")
-        return self.spec.config
-
-    modality = _spec_field("modality", "Config modality: ct, mr, pet or none.")
-    spatial_dims = _spec_field("spatial_dims", "2 or 3.")
-    patch_size = _spec_field("patch_size", "Patch edge length in voxels.")
-    image_channels = _spec_field("image_channels", "Image channels (the mask comes after).")
-    latent_dim = _spec_field("latent_dim", "Size of the latent vector z.")
-    spacing_mm = _spec_field("spacing_mm", "Voxel spacing (x, y, z) in mm of the training "
-                             "patches.")
+    # ---- checkpoint facts (the shared ones in CheckpointFacts) ----
+    latent_dim = spec_field("latent_dim", "Size of the latent vector z.")
 
     @property
     def patch_shape(self) -> tuple[int, ...]:
         """``P`` of the generated ``(C + 1, *P)`` pairs."""
         return (self.patch_size,) * self.spatial_dims
 
-    @property
-    def intensity(self) -> IntensityMapping:
-        """Map between model space [-1, 1] and physical units (HU, SUV, MR scale)."""
-        return IntensityMapping.from_dict(self.spec.intensity)
-
-    @property
-    def lesion_labels(self) -> list[int]:
-        return list(self.spec.lesion_labels)
 
     # ---- generation ----
     def latents(self, seeds: Sequence[int]) -> torch.Tensor:
@@ -182,8 +158,12 @@ def _weights_stem(meta: dict[str, Any], folder: Path, use_ema: bool) -> str:
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu",
-                   use_ema: bool = True) -> LoadedGenerator:
+                   use_ema: bool = True, kind: str | None = None
+                   ) -> LoadedGenerator | LoadedInpainter:
     """Load the generator of a checkpoint for sampling.
+
+    A ``dcgan`` checkpoint gives a :class:`LoadedGenerator` (latent -> image + mask pairs), an
+    ``inpaint`` one a :class:`~medgan.sampling.inpainter.LoadedInpainter`.
 
     Args:
         path: run folder, its ``checkpoints/`` folder (latest checkpoint) or one checkpoint
@@ -191,14 +171,19 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
         device: "cpu", "cuda", "cuda:1" or "auto".
         use_ema: load the EMA weights (``generator_ema.safetensors``, the better sampler) when
             the checkpoint has them; False loads ``generator.safetensors``.
+        kind: the model kind the caller needs (``"dcgan"``, ``"inpaint"``); None = any.
 
     Raises:
-        CheckpointError: missing, tampered, pickled or incompatible checkpoint.
+        CheckpointError: missing, tampered, pickled or incompatible checkpoint, or one of
+            another ``kind``.
     """
     folder = resolve_checkpoint(path)
     meta = read_sidecar(folder)  # verifies hashes and format_version, refuses pickles
     sidecar = folder / SIDECAR
     spec = read_spec(meta, sidecar)
+    if kind is not None and spec.kind != kind:
+        raise CheckpointError(f"{folder}: holds a {spec.kind!r} model, but a {kind!r} model is "
+                              "needed here")
     config = spec.config
     dev = resolve_device(device)
     stem = _weights_stem(meta, folder, use_ema)
@@ -214,5 +199,13 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
     for p in net.parameters():
         p.requires_grad_(False)
     public = {k: v for k, v in meta.items() if k not in TRAINING_KEYS}
+    if spec.kind == "inpaint":
+        net.erase_margin = mm_to_voxels(config.inpaint.erase_margin_mm, spec.spacing_mm,
+                                        spec.spatial_dims)
+        masks = None
+        if f"{LESION_MASKS}.safetensors" in meta["files"]:
+            masks = load_weights(folder, LESION_MASKS, "cpu")["masks"].numpy() > 0
+        return LoadedInpainter(net, public, folder, checkpoint_sha256(folder), dev, spec,
+                               use_ema=stem == "generator_ema", lesion_masks=masks)
     return LoadedGenerator(net, public, folder, checkpoint_sha256(folder), dev,
                            use_ema=stem == "generator_ema", spec=spec)

@@ -8,8 +8,9 @@ on a crop around the lesion) plus ``l1_weight`` times the L1 distance to the rea
 empty ``M`` and an ``E`` that is a random blob of lesion-free voxels, so the generator also
 learns to fill healthy tissue.
 
-Not wired into ``medgan train`` yet: :func:`train_inpainter` returns the generator in memory and
-writes no checkpoint.
+``medgan train`` with ``model.kind: inpaint`` runs this step in
+:mod:`medgan.training.inpaint_loop` (checkpoints, resume, grids); :func:`train_inpainter` is the
+in-memory version for experiments and tests.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ import torch
 from scipy.ndimage import distance_transform_edt
 from torch import Tensor
 
-from medgan.config import PATCH_SIZES
+from medgan.config import PATCH_SIZES, MedganConfig
 from medgan.data.patch_bank import PatchBank
 from medgan.errors import ConfigError, DataError
-from medgan.models.inpaint import InpaintDiscriminator, InpaintGenerator, erase_region
+from medgan.models.inpaint import (
+    InpaintDiscriminator,
+    InpaintGenerator,
+    erase_region,
+    mm_to_voxels,
+)
 from medgan.training.losses import LOSS_KINDS, discriminator_loss, generator_loss
 
 
@@ -75,6 +81,24 @@ class InpaintSettings:
         if not 8 <= self.local_size <= self.patch_size:
             raise ConfigError(f"local_size must be in [8, patch_size={self.patch_size}], not "
                               f"{self.local_size!r}")
+
+    @classmethod
+    def from_config(cls, config: MedganConfig, image_channels: int,
+                    spacing_mm: tuple[float, ...]) -> InpaintSettings:
+        """The settings a ``model.kind: inpaint`` config describes, with mm converted to voxels
+        at ``spacing_mm`` (x, y, z) of the training patches."""
+        p, t, d = config.inpaint, config.train, config.spatial_dims
+        lo, hi = (mm_to_voxels(r, spacing_mm, d) for r in p.blob_radius_mm)
+        hi = min(max(hi, 1), config.data.patch_size // 2 - 1)
+        return cls(spatial_dims=d, patch_size=config.data.patch_size,
+                   image_channels=image_channels, ngf=config.model.ngf, ndf=config.model.ndf,
+                   noise_channels=p.noise_channels,
+                   erase_margin=mm_to_voxels(p.erase_margin_mm, spacing_mm, d),
+                   empty_fraction=p.empty_fraction, blob_radius=(float(min(max(lo, 1), hi)),
+                                                                 float(hi)),
+                   tissue_threshold=p.tissue_threshold, l1_weight=p.l1_weight, loss=t.loss,
+                   lr_g=t.lr_g, lr_d=t.lr_d, betas=t.betas, batch_size=t.batch_size,
+                   local_discriminator=p.local_discriminator, local_size=p.local_size)
 
     def build_generator(self) -> InpaintGenerator:
         return InpaintGenerator(self.spatial_dims, self.patch_size, self.image_channels,

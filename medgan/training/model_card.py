@@ -7,6 +7,9 @@ from typing import Any
 
 from medgan.atomic import write_text_atomic
 
+ROLES = {"dcgan": "joint lesion image + mask generator",
+         "inpaint": "lesion inpainter (restores an erased region of a real scan with a lesion "
+                    "of a given shape; voxels outside it are kept)"}
 TEMPLATE = """# Model card: {name}
 
 **Synthetic data generator. Outputs are synthetic and must not be used for diagnosis or any
@@ -15,7 +18,7 @@ sets.
 
 | field | value |
 |---|---|
-| model | {kind} ({dims}D, {upsample} upsampling), joint lesion image + mask generator |
+| model | {kind} ({dims}D{arch}), {role} |
 | modality | {modality} ({units}) |
 | image channels | {channels} (+ 1 mask channel) |
 | patch size | {patch} voxels at {spacing} mm |
@@ -71,6 +74,15 @@ def _cases_table(cases: list[dict[str, Any]]) -> str:
 
 def _stabilisers(config: dict[str, Any]) -> str:
     t, m = config["train"], config["model"]
+    if m.get("kind") == "inpaint":
+        p = config["inpaint"]
+        parts = [t["loss"], f"L1 x {p['l1_weight']:g} inside E (margin {p['erase_margin_mm']:g} "
+                 f"mm)", f"{p['empty_fraction']:g} healthy-fill pairs"]
+        if p["local_discriminator"]:
+            parts.append(f"local D ({p['local_size']} voxels)")
+        if t["ema_decay"]:
+            parts.append(f"EMA {t['ema_decay']}")
+        return ", ".join(parts)
     parts = [t["loss"]]
     if t["loss"] == "bce" and t["real_label"] < 1.0:
         parts.append(f"label smoothing {t['real_label']}")
@@ -95,10 +107,12 @@ def write_model_card(run_dir: Path, checkpoint: Path, meta: dict[str, Any],
     losses = ", ".join(f"{k} {v[-1][1]:.3f}" for k, v in history.items()
                        if k.startswith("loss") and v) or "n/a"
     diversity = history.get("diversity_msssim")
+    kind = config["model"].get("kind", "dcgan")
+    arch = f", {config['model'].get('upsample', 'deconv')} upsampling" if kind == "dcgan" else ""
     text = TEMPLATE.format(
-        name=config.get("name", "medgan"), kind=config["model"].get("kind", "dcgan").upper(),
-        upsample=config["model"].get("upsample", "deconv"), dims=config["spatial_dims"],
-        modality=config["modality"], units=intensity["units"],
+        name=config.get("name", "medgan"), kind=kind.upper(), role=ROLES.get(kind, kind),
+        arch=arch, dims=config["spatial_dims"], modality=config["modality"],
+        units=intensity["units"],
         channels=meta["image_channels"], patch=config["data"]["patch_size"],
         spacing=" x ".join(f"{s:g}" for s in meta["spacing_mm"]),
         labels=meta["lesion_labels"], low=", ".join(f"{x:g}" for x in intensity["low"]),

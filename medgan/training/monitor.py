@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from medgan.visualize import save_curves, save_grid
 log = logging.getLogger(__name__)
 FIXED_SAMPLES = 64
 COLLAPSE_SAMPLES = 24
+#: Scalars the DCGAN loop reports per step (:meth:`Monitor.after_step`).
+DCGAN_SCALARS = ("loss_d", "loss_g", "d_real_logit", "d_fake_logit")
 
 
 @dataclass
@@ -45,11 +48,19 @@ class TrainResult:
 
 
 class Monitor:
-    """Called once per finished step by the loop; only the main process writes files."""
+    """Called once per finished step by the loop; only the main process writes files.
+
+    ``scalars`` names the values a loop reports per step (:meth:`record`); the first two are
+    shown on the progress bar. ``grid(path) -> path`` writes a sample grid for a model kind
+    whose samples are not drawn from latents (None: the fixed-latent grid of an unconditional
+    generator, with the mode-collapse check).
+    """
 
     def __init__(self, run_dir: Path, config: MedganConfig, meta: dict[str, Any],
                  state: TrainState, history: dict[str, list[tuple[int, float]]],
-                 dist: DistInfo | None = None, progress: bool = True) -> None:
+                 dist: DistInfo | None = None, progress: bool = True,
+                 scalars: tuple[str, ...] = DCGAN_SCALARS,
+                 grid: Callable[[Path], Path] | None = None) -> None:
         self.run_dir, self.config, self.meta, self.state = run_dir, config, meta, state
         self.history = history
         self.dist = dist if dist is not None else DistInfo(device=state.device)
@@ -61,10 +72,12 @@ class Monitor:
         self.images_per_s = 0.0
         self.writer = None
         self.bar = None
+        self.scalars, self.grid = scalars, grid
         dev = state.device
-        g = torch.Generator().manual_seed(int(meta["seed"]) + 1)
-        latent = config.model.latent_dim
-        self.fixed_z = torch.randn(FIXED_SAMPLES, latent, generator=g).to(dev)
+        if grid is None:
+            g = torch.Generator().manual_seed(int(meta["seed"]) + 1)
+            latent = config.model.latent_dim
+            self.fixed_z = torch.randn(FIXED_SAMPLES, latent, generator=g).to(dev)
         self._reset_window()
         self.bad = torch.zeros((), dtype=torch.bool, device=dev)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=dev)
@@ -90,15 +103,20 @@ class Monitor:
 
     def _reset_window(self) -> None:
         dev = self.state.device
-        self.sums = torch.zeros(4, device=dev)  # loss_d, loss_g, D(real), D(fake) logits
+        self.sums = torch.zeros(len(self.scalars), device=dev)  # one per name in scalars
         self.count = 0
 
     # ---- per step ----
     def after_step(self, loss_d: torch.Tensor, loss_g: torch.Tensor, d_real: torch.Tensor,
                    d_fake: torch.Tensor) -> None:
-        step, t = self.state.step, self.config.train
         values = torch.stack([loss_d, loss_g, d_real.float().mean(), d_fake.float().mean()])
-        nonfinite = ~torch.isfinite(values[:2]).all()
+        self.record(values, guarded=2)
+
+    def record(self, values: torch.Tensor, guarded: int | None = None) -> None:
+        """One finished step's scalars ``(len(scalars),)``; the first ``guarded`` (all when
+        None) must stay finite (else training stops with :class:`TrainingDivergedError`)."""
+        step, t = self.state.step, self.config.train
+        nonfinite = ~torch.isfinite(values[:guarded]).all()
         self.first_bad.masked_fill_(nonfinite & ~self.bad, step)  # no host tensor, no sync
         self.bad |= nonfinite
         self.sums += values
@@ -131,19 +149,19 @@ class Monitor:
         done = step - self._steps0
         world = int(self.meta.get("world_size", 1))
         self.images_per_s = done * self.config.train.batch_size * world / max(elapsed, 1e-9)
-        names = ("loss_d", "loss_g", "d_real_logit", "d_fake_logit")
-        for name, value in zip(names, means, strict=True):
+        for name, value in zip(self.scalars, means, strict=True):
             self.history.setdefault(name, []).append((step, value))
             if self.writer is not None:
                 self.writer.add_scalar(f"train/{name}", value, step)
         if self.writer is not None:
             self.writer.add_scalar("train/images_per_s", self.images_per_s, step)
         if self.bar is not None and not self.bar.disable:
-            self.bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}",
-                                 img_s=f"{self.images_per_s:.0f}", refresh=False)
+            shown = {n: f"{v:.3f}" for n, v in zip(self.scalars[:2], means, strict=False)}
+            self.bar.set_postfix(**shown, img_s=f"{self.images_per_s:.0f}", refresh=False)
         elif self.enabled:
-            log.info("step %d/%d  loss_d %.3f  loss_g %.3f  %.0f images/s", step,
-                     self.config.train.steps, means[0], means[1], self.images_per_s)
+            text = "  ".join(f"{n} {v:.3f}" for n, v in zip(self.scalars, means, strict=True))
+            log.info("step %d/%d  %s  %.0f images/s", step, self.config.train.steps, text,
+                     self.images_per_s)
         self._reset_window()
 
     # ---- artefacts ----
@@ -157,6 +175,8 @@ class Monitor:
         return out
 
     def save_samples(self, name: str) -> Path:
+        if self.grid is not None:
+            return self.grid(self.samples_dir / f"{name}.png")
         samples = self.fixed_samples()
         path = save_grid(samples, self.samples_dir / f"{name}.png", nrow=8)
         channels = samples.shape[1] - 1

@@ -8,7 +8,8 @@ files + sidecar and back, so that resuming reproduces an uninterrupted run exact
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,11 @@ class TrainState:
     host_rng: torch.Generator | None = None
     step: int = 0
     calibrated_step: int = -1  # step at which the EMA's BatchNorm statistics were recomputed
+    #: ``(n, rng) -> args`` of one generator call for the EMA calibration (None = ``n`` latents
+    #: of an unconditional generator); a conditional model kind sets it
+    ema_inputs: Callable[[int, torch.Generator], tuple[torch.Tensor, ...]] | None = None
+    #: further safetensors files written with every checkpoint (stem -> tensors)
+    extra_files: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: MedganConfig, image_channels: int, device: torch.device,
@@ -127,7 +133,10 @@ class TrainState:
         model.train()
         rng = torch.Generator().manual_seed(12345)
         for _ in range(batches):
-            model(model.sample_latent(batch_size, generator=rng, device=self.device))
+            if self.ema_inputs is not None:
+                model(*self.ema_inputs(batch_size, rng))
+            else:
+                model(model.sample_latent(batch_size, generator=rng, device=self.device))
         model.train(was_training)
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
@@ -167,7 +176,7 @@ class TrainState:
         tensors, extra = self._training_tensors(rng_states)
         weights = {"generator": unwrap(self.generator).state_dict(),
                    "discriminator": self.discriminator.state_dict(),
-                   "training_state": tensors}
+                   "training_state": tensors, **self.extra_files}
         if self.ema is not None:
             self.calibrate_ema()
             weights["generator_ema"] = self.ema.module.state_dict()

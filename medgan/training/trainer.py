@@ -27,6 +27,7 @@ from medgan.errors import ConfigError
 from medgan.runs import CONFIG_FILE, create_run_dir, plan_run, resolve_run_config
 from medgan.training.batches import PatchSampler
 from medgan.training.diffaugment import diff_augment
+from medgan.training.inpaint_loop import INPAINT_SCALARS, InpaintRun
 from medgan.training.losses import discriminator_loss, generator_loss, gradient_penalty
 from medgan.training.monitor import Monitor, TrainResult
 from medgan.training.state import TrainState, amp_dtype
@@ -73,7 +74,9 @@ def train(
     resume: bool = False, device: str = "auto", seed: int = 0, skip_bad: bool = False,
     progress: bool = True, overrides: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train a DCGAN on lesion-centred patches; write checkpoints, grids and logs to ``out``.
+    """Train the model of ``config.model.kind`` (a DCGAN, or a lesion inpainter: see
+    :mod:`medgan.training.inpaint_loop`) on lesion-centred patches; write checkpoints, grids
+    and logs to ``out``.
 
     Under ``torchrun`` every process calls this; they train together (see
     :mod:`medgan.distributed`) and only rank 0 writes files.
@@ -127,11 +130,18 @@ def train(
             log.warning("the data differ from those the run started with (fingerprint changed)")
         log.info("resumed from %s at step %d", plan.checkpoint, state.step)
     prepare_models(config, state, dist)
-    sampler = make_sampler(config, state, bank, dist)
-    monitor = Monitor(run_dir, config, meta, state, history, dist=dist, progress=progress)
+    if config.model.kind == "inpaint":
+        run = InpaintRun(config, state, bank, dist, seed)
+        monitor = Monitor(run_dir, config, meta, state, history, dist=dist, progress=progress,
+                          scalars=INPAINT_SCALARS, grid=run.save_grid)
+        loop = lambda: run.loop(monitor)  # noqa: E731
+    else:
+        sampler = make_sampler(config, state, bank, dist)
+        monitor = Monitor(run_dir, config, meta, state, history, dist=dist, progress=progress)
+        loop = lambda: train_loop(config, state, sampler, monitor, dist)  # noqa: E731
     monitor.last_checkpoint = plan.checkpoint  # the last good one until a new one is written
     try:
-        train_loop(config, state, sampler, monitor, dist)
+        loop()
     except KeyboardInterrupt:
         if dist.is_main and monitor.finite_so_far():
             path = monitor.save_checkpoint(gather=False)

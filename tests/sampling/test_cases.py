@@ -1,0 +1,171 @@
+"""Full-size synthetic cases (``medgan sample --hosts``) from a tiny trained inpainter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers_data import Phantom, phantom_arrays, write_datalist, write_nifti
+from helpers_inpaint import train_inpainter_run
+
+from medgan.augment.inpaint import RandLesionInpaintd
+from medgan.augment.placement import PlacementSettings
+from medgan.cli import main
+from medgan.errors import CheckpointError, DataError
+from medgan.sampling import load_generator
+from medgan.sampling.cases import mask_source, write_cases
+from medgan.sampling.hosts import read_host
+
+#: A host stored LPS-like (x and y flipped) with 2 mm slices: cases must keep its layout.
+FLIPPED = np.array([[-1.0, 0, 0, 60], [0, -1.0, 0, 50], [0, 0, 2.0, -10], [0, 0, 0, 1]])
+
+
+def _phantoms(folder: Path, shapes, affines) -> Path:
+    out = []
+    for i, (shape, affine) in enumerate(zip(shapes, affines, strict=True)):
+        spacing = tuple(float(np.linalg.norm(affine[:3, k])) for k in range(3))
+        img, lab, c = phantom_arrays(shape, "ct", 1, spacing, seed=i)
+        out.append(Phantom(write_nifti(folder / "imagesTr" / f"h{i}.nii.gz", img, affine),
+                           write_nifti(folder / "labelsTr" / f"h{i}.nii.gz", lab, affine),
+                           img, lab, affine, c))
+    return write_datalist(folder / "dataset.json", out)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """An inpainting run trained for 2 steps on 2D phantoms."""
+    root = tmp_path_factory.mktemp("inpaint")
+    data = _phantoms(root / "train", [(40, 40, 10)] * 2, [np.eye(4)] * 2)
+    return train_inpainter_run(root / "run", data)
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hosts")
+    return _phantoms(root, [(48, 48, 12), (44, 50, 8)], [np.eye(4), FLIPPED])
+
+
+def _ras_union(shape, insertions, erase: bool) -> np.ndarray:
+    """Union of the placed masks (or erase regions) of a case, in RAS voxel order."""
+    out = np.zeros(shape, bool)
+    for ins in insertions:
+        if erase:
+            out[ins.window] |= ins.erase
+        else:
+            m = ins.mask.reshape(ins.mask.shape + (1,) * (3 - ins.mask.ndim))
+            out[tuple(slice(o, o + s) for o, s in zip(ins.offset, m.shape, strict=True))] |= m
+    return out
+
+
+def test_cases_keep_the_host_outside_erased_regions_and_label_exactly(run, hosts, tmp_path):
+    out = tmp_path / "cases"
+    result = write_cases(run, hosts, 3, out, seed=5, lesions_per_case=2)
+    assert result.n == 3 and result.hosts == ["h0", "h1", "h0"]
+    data = json.loads((out / "dataset.json").read_text())
+    for i, entry in enumerate(data["training"]):
+        host = read_host({"image": str(Path(hosts).parent / "imagesTr" / f"{result.hosts[i]}"
+                                                                     ".nii.gz"),
+                          "label": str(Path(hosts).parent / "labelsTr" / f"{result.hosts[i]}"
+                                                                     ".nii.gz"),
+                          "case_id": result.hosts[i]})
+        img_nii, lab_nii = nib.load(out / entry["image"]), nib.load(out / entry["label"])
+        np.testing.assert_array_equal(img_nii.affine, host.image_nii.affine)
+        assert img_nii.header.get_zooms() == host.image_nii.header.get_zooms()
+        assert img_nii.header["descrip"].tobytes().startswith(b"medgan synthetic")
+        image, label = np.asanyarray(img_nii.dataobj), np.asanyarray(lab_nii.dataobj)
+        assert image.dtype == host.image.dtype and label.dtype == host.label.dtype
+        placed = host.to_file_layout(_ras_union(host.image.shape, result.insertions[i], False))
+        erased = host.to_file_layout(_ras_union(host.image.shape, result.insertions[i], True))
+        host_image = np.asanyarray(host.image_nii.dataobj)
+        host_label = np.asanyarray(host.label_nii.dataobj)
+        assert placed.any() and not (placed & (host_label > 0)).any()
+        np.testing.assert_array_equal(label, np.where(placed, 1, host_label))
+        np.testing.assert_array_equal(image[~erased], host_image[~erased])  # bit for bit
+        assert (image[erased] != host_image[erased]).any()
+        assert entry["host_case_id"] == result.hosts[i] and len(entry["lesions"]) == 2
+    info = data["medgan"]
+    assert (out / info["checkpoint"]).resolve() == load_generator(run).checkpoint_path.resolve()
+    assert info["checkpoint_sha256"] == load_generator(run).checkpoint_sha256
+    assert (out / "contact_sheet.png").is_file()
+
+
+def test_same_seed_same_files_other_seed_other_files(run, hosts, tmp_path):
+    a, b, c = (tmp_path / x for x in "abc")
+    write_cases(run, hosts, 2, a, seed=7)
+    write_cases(run, hosts, 2, b, seed=7)
+    write_cases(run, hosts, 2, c, seed=8)
+    for sub in ("imagesTr", "labelsTr"):
+        for f in sorted((a / sub).iterdir()):
+            assert f.read_bytes() == (b / sub / f.name).read_bytes()
+    assert (a / "imagesTr/synth_00000.nii.gz").read_bytes() != \
+        (c / "imagesTr/synth_00000.nii.gz").read_bytes()
+
+
+def test_datalist_loads_with_monai(run, hosts, tmp_path):
+    from monai.data import load_decathlon_datalist
+    from monai.transforms import LoadImaged
+
+    out = tmp_path / "cases"
+    write_cases(run, hosts, 2, out, mask_source_kind="ellipsoid")
+    items = load_decathlon_datalist(str(out / "dataset.json"), data_list_key="training",
+                                    base_dir=str(out))
+    item = LoadImaged(["image", "label"])(items[1])
+    assert item["image"].shape == (44, 50, 8) and float(item["label"].max()) == 1.0
+
+
+def test_bad_inputs_are_clear(run, hosts, tmp_path, ckpt_2d):
+    with pytest.raises(DataError, match="datalist does not exist") as err:
+        write_cases(run, tmp_path / "missing.json", 1, tmp_path / "a")
+    assert err.value.param == "hosts"
+    with pytest.raises(CheckpointError, match="'dcgan' checkpoint") as err:
+        write_cases(ckpt_2d, hosts, 1, tmp_path / "b")
+    assert err.value.param == "hosts"
+    nowhere = PlacementSettings(region="intensity", intensity_range=(5000.0, 6000.0))
+    with pytest.raises(DataError, match="no lesion could be placed in any host.*empty region"):
+        write_cases(run, hosts, 2, tmp_path / "c", placement=nowhere)
+    assert not (tmp_path / "c" / "dataset.json").exists()
+
+
+def test_hosts_too_small_are_skipped_and_counted(run, tmp_path):
+    hosts = _phantoms(tmp_path / "mixed", [(48, 48, 12), (20, 20, 6)], [np.eye(4)] * 2)
+    result = write_cases(run, hosts, 2, tmp_path / "out")
+    assert result.n == 1 and result.skipped_cases == 1
+    assert result.skipped["image smaller than patch"] == 1
+    assert len(json.loads((tmp_path / "out/dataset.json").read_text())["training"]) == 1
+
+
+def test_dictionary_transform_takes_the_checkpoint_path(run, hosts):
+    loaded = load_generator(run)
+    t = RandLesionInpaintd(generator=str(run), mask_source=mask_source(loaded), prob=1.0)
+    t.set_random_state(0)
+    host = read_host(json.loads(Path(hosts).read_text())["training"][0] | {
+        "image": str(Path(hosts).parent / "imagesTr/h0.nii.gz"),
+        "label": str(Path(hosts).parent / "labelsTr/h0.nii.gz"), "case_id": "h0"})
+    out = t({"image": host.image[None].copy(), "label": host.label[None].copy()})
+    assert (out["label"] > 0).sum() > (host.label > 0).sum() and not t.skipped
+
+
+def test_cli_hosts_checks_before_work(run, hosts, tmp_path, ckpt_2d):
+    runner = CliRunner()
+    res = runner.invoke(main, ["sample", "--checkpoint", str(ckpt_2d), "--hosts", str(hosts),
+                               "--n", "1", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 2 and "needs an inpainting checkpoint" in res.output
+    res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--n", "1",
+                               "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "--hosts" in res.output
+    res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--hosts",
+                               str(tmp_path / "nope.json"), "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "--hosts: " in res.output and "does not exist" in res.output
+    assert not (tmp_path / "d").exists()
+    res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--hosts", str(hosts),
+                               "--region", "intensity", "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2 and "--intensity-range" in res.output
+    res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--hosts", str(hosts),
+                               "--n", "2", "--lesions-per-case", "2", "--out",
+                               str(tmp_path / "c"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "wrote 2 full-size case(s), 4 lesion(s) inserted" in res.output
