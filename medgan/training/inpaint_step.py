@@ -40,24 +40,27 @@ from medgan.training.losses import LOSS_KINDS, discriminator_loss, generator_los
 class InpaintSettings:
     """Typed settings of the inpainter and its training (sizes in voxels)."""
 
+    # ---- networks ----
     spatial_dims: int = 2
     patch_size: int = 64
     image_channels: int = 1
     ngf: int = 32
     ndf: int = 32
+    local_discriminator: bool = False  # a second critic on the lesion crop
+    local_size: int = 32
     noise_channels: int = 8
+    # ---- conditional batches ----
     erase_margin: int = 3
-    empty_fraction: float = 0.25
     blob_radius: tuple[float, float] = (3.0, 10.0)
+    empty_fraction: float = 0.25
     tissue_threshold: float | None = -0.9
-    l1_weight: float = 100.0
+    # ---- optimisation ----
     loss: str = "hinge"
+    l1_weight: float = 100.0
+    betas: tuple[float, float] = (0.5, 0.999)
     lr_g: float = 2e-4
     lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
     batch_size: int = 16
-    local_discriminator: bool = False
-    local_size: int = 32
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in PATCH_SIZES:
