@@ -8,6 +8,7 @@ exit code 130 and SIGTERM 143.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import signal
@@ -94,6 +95,32 @@ def main(verbose: bool) -> None:
         warnings.filterwarnings("ignore")
 
 
+def _threads_option(fallback: int | None = None) -> Any:
+    """``--threads`` for a command that runs torch (one definition for every command).
+
+    The count is chosen by :mod:`medgan.threads` (``--threads``, ``MEDGAN_THREADS``,
+    ``OMP_NUM_THREADS``, ``fallback``, else the free cores) before the command imports torch,
+    and the option is not passed on to the command's function.
+    """
+    default = str(fallback) if fallback else "the free cores"
+
+    def decorate(command: Any) -> Any:
+        @functools.wraps(command)
+        def run(*args: Any, threads: int | None, **kwargs: Any) -> Any:
+            from medgan.threads import threads_for_command
+
+            with threads_for_command(threads, fallback):
+                return command(*args, **kwargs)
+
+        return click.option(
+            "--threads", type=click.IntRange(min=1), default=None,
+            show_default=f"MEDGAN_THREADS, else OMP_NUM_THREADS, else {default}",
+            help="CPU threads for torch. Fewer threads than cores is faster when other jobs "
+                 "share the machine.")(run)
+
+    return decorate
+
+
 def _dump_json(obj: Any, path: str | None) -> None:
     text = json.dumps(obj, indent=2)
     if path in (None, "-"):
@@ -112,6 +139,7 @@ def _dump_json(obj: Any, path: str | None) -> None:
 @click.option("--json", "json_out", type=str, default=None,
               help="Also write the report as JSON to this file ('-' = stdout, no table).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_threads_option()
 def check_data_cmd(datalist: Path, config_path: Path, json_out: str | None,
                    progress: bool) -> None:
     """Verify a dataset before training: readability, geometry, labels, lesions, sizes.
@@ -198,6 +226,7 @@ def _parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--dry-run", is_flag=True, default=False,
               help="Print the resolved config and exit without training.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@_threads_option()
 def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bool,
               device: str, seed: int, steps: int | None, overrides: tuple[str, ...],
               skip_bad: bool, compile_models: bool, dry_run: bool, progress: bool) -> None:
@@ -259,6 +288,7 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
 @click.option("--keep-largest", is_flag=True, default=False,
               help="Keep only the largest connected lesion component of each mask.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_threads_option()
 def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, device: str,
                ema: bool, overwrite: bool, max_similarity: float | None, real_data: Path | None,
                min_lesion_voxels: int | None, keep_largest: bool, progress: bool) -> None:
@@ -352,14 +382,12 @@ def evaluate_group() -> None:
               help="auto = CUDA when available, else CPU.")
 @click.option("--seed", type=click.IntRange(min=0), default=0,
               help="Seed of the patient split (test patients and regime membership).")
-@click.option("--threads", type=click.IntRange(min=1), default=1,
-              help="CPU threads for torch; 1 is fastest on a shared machine and gives the same "
-                   "numbers on any machine.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_threads_option(fallback=1)  # 1: the same numbers on any machine
 def evaluate_segmentation_cmd(data: Path, checkpoint: Path | None, config_path: Path | None,
                               out: Path, train_cases: str, seeds: int, ratio: float, arms: str,
                               fast: bool, iterations: int | None, resume: bool, device: str,
-                              seed: int, threads: int, progress: bool) -> None:
+                              seed: int, progress: bool) -> None:
     """Train a MONAI UNet per arm, seed and training regime; compare arms on held-out patients.
 
     Arms: real (no augmentation), real+aug (standard augmentation, the reference),
@@ -372,7 +400,7 @@ def evaluate_segmentation_cmd(data: Path, checkpoint: Path | None, config_path: 
         data, out, checkpoint=checkpoint, config=_eval_config(config_path),
         train_cases=train_cases, seeds=seeds, ratio=ratio,
         arms=[a.strip() for a in arms.split(",") if a.strip()], fast=fast, resume=resume,
-        device=device, iterations=iterations, split_seed=seed, threads=threads,
+        device=device, iterations=iterations, split_seed=seed, threads=None,
         progress=progress, command=_command_line())
     click.echo(f"{result.n_runs} runs ({result.n_skipped} resumed)")
     click.echo(f"report: {result.report_md}")
@@ -404,6 +432,7 @@ def _real_vs_synthetic_options(command):
               help="Frechet Radiomics Distance (needs pip install 'medgan[frd]').")
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the random pairs.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_threads_option()
 def evaluate_quality_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
                          config_path: Path | None, out: Path, frd: bool, seed: int,
                          progress: bool) -> None:
@@ -427,6 +456,7 @@ def evaluate_quality_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
 @click.option("--seed", type=click.IntRange(min=0), default=0,
               help="Seed of the real-vs-real reference queries.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_threads_option()
 def evaluate_privacy_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
                          config_path: Path | None, threshold: float, out: Path, seed: int,
                          progress: bool) -> None:

@@ -172,6 +172,10 @@ class TrainConfig(_Strict):
         "of the fixed-noise batch exceeds this."
     )
     num_workers: int = Field(0, ge=0, description="Data-loading workers for patch extraction.")
+    threads: int | None = Field(
+        None, gt=0, description="CPU threads for torch; null = the free cores. --threads and "
+        "MEDGAN_THREADS take precedence (see medgan.threads)."
+    )
 
     @field_validator("amp", mode="before")
     @classmethod

@@ -214,9 +214,9 @@ def evaluate_segmentation(
         fast: tiny network and 30 iterations (tests, CI); ``iterations`` overrides either mode.
         resume: continue a benchmark in ``out``, skipping finished runs.
         split_seed: seed of the patient split (test cases and regime membership).
-        threads: torch CPU threads during the benchmark (None = torch's default). One thread
-            is the fastest on a shared machine (a busy thread pool waits for cores) and gives
-            the same numbers on any machine.
+        threads: torch CPU threads during the benchmark (None = leave torch's setting, which
+            the CLI has chosen). One thread gives the same numbers on any machine and is the
+            fastest on a shared one (a busy thread pool waits for cores).
     """
     from medgan.devices import resolve_device
 

@@ -24,6 +24,7 @@ from medgan.config import MedganConfig, save_config
 from medgan.data import PatchBank, build_patch_bank, load_datalist
 from medgan.devices import preferred_memory_format, resolve_device
 from medgan.errors import CheckpointError, ConfigError, OutputError
+from medgan.threads import apply_config_threads
 from medgan.training import distributed
 from medgan.training.batches import PatchSampler
 from medgan.training.checkpoint import read_sidecar, resolve_checkpoint
@@ -176,6 +177,7 @@ def train(
             data = old_meta["data_source"]
     if config is None:
         raise ConfigError("a --config is required unless --resume is given")
+    apply_config_threads(config.train.threads)
     if config.train.sync_batchnorm and dist.active and dist.device.type != "cuda":
         raise ConfigError("train.sync_batchnorm needs one CUDA GPU per process; PyTorch's "
                           "SyncBatchNorm does not run on the CPU. Set it to false for CPU runs")

@@ -182,3 +182,32 @@ def test_3d_benchmark(phantom_data, tmp_path) -> None:
     stats = result.summary["all"]["real+aug+carvemix"]
     assert stats["n_units"] == 2 and stats["added_lesion_fraction"] > 0
     assert (tmp_path / "out" / "examples.png").is_file()
+
+
+@pytest.mark.parametrize(("extra", "env", "expected"), [
+    ([], {}, 1), (["--threads", "2"], {}, 2), ([], {"MEDGAN_THREADS": "3"}, 3),
+])
+def test_threads_reach_torch_inside_the_runs(phantom_data, tiny_checkpoint, tmp_path,
+                                             monkeypatch, extra, env, expected) -> None:
+    """--threads (default 1, whatever the machine) is the count the runs train with."""
+    from medgan.errors import OutputError
+    from medgan.evaluation import segmentation
+
+    seen: list[int] = []
+
+    def record(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise OutputError("stopped by the test")
+
+    monkeypatch.setattr(segmentation, "run_one", record)
+    for var in ("MEDGAN_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    torch.set_num_threads(4)
+    result = invoke("--data", phantom_data, "--checkpoint", tiny_checkpoint, "--out",
+                    tmp_path / "out", "--fast", "--seeds", "1", "--arms", "real",
+                    "--device", "cpu", "--no-progress", *extra)
+    torch.set_num_threads(1)
+    assert result.exit_code == 2 and "stopped by the test" in result.output
+    assert seen == [expected]
