@@ -13,7 +13,8 @@ cores leaves a fair share of 0.5.
 
 ``python benchmarks/bench_contention.py worker train|sample ...`` is the measured process;
 ``--raw`` skips medgan's thread choice (torch's defaults, or whatever OMP_NUM_THREADS and
-OMP_WAIT_POLICY say), to compare the options.
+OMP_WAIT_POLICY say). ``python benchmarks/bench_contention.py options train|sample REPEATS
+OUT.json [worker arguments]`` compares the thread options of :data:`OPTIONS`, interleaved.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _worker(argv: list[str]) -> None:
 
     info: dict[str, Any] = {"threads": torch.get_num_threads(),
                             "source": choice.source if choice else "torch default",
-                            "busy_cores_at_start": choice.busy_cores if choice else None,
+                            "usable_cores": choice.usable_cores if choice else None,
                             "wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     if args.kind == "train":
         info["rate"] = _train(args.steps, args.warmup, args.forever)
@@ -176,9 +177,47 @@ def measure(kind: str, repeats: int, worker_args: list[str],
     return out
 
 
+#: Thread options compared by :func:`compare_options`: (worker arguments, extra environment).
+OPTIONS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "torch default": (["--raw"], {}),
+    "1 thread": (["--raw"], {"OMP_NUM_THREADS": "1"}),
+    "all cores passive": (["--raw"], {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "all cores short spin": (["--raw"], {"GOMP_SPINCOUNT": "10000"}),
+    "medgan default": ([], {}),
+}
+
+
+def compare_options(kind: str, repeats: int, worker_args: list[str],
+                    competitor: str = "busy_loop", timeout_s: float = 1800.0,
+                    only: list[str] | None = None) -> dict[str, Any]:
+    """Every entry of :data:`OPTIONS` quiet and next to ``competitor``, all interleaved: each
+    repeat runs every option (in a rotated order), each quiet then loaded."""
+    names = [n for n in OPTIONS if n in (only or OPTIONS)]
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        n: {"quiet": [], competitor: []} for n in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            extra_args, env = OPTIONS[name]
+            for cond in ("quiet", competitor):
+                comp = None if cond == "quiet" else _start_competitor(cond, timeout_s)
+                try:
+                    result = _run_worker(kind, [*extra_args, *worker_args], env, timeout_s)
+                finally:
+                    _stop(comp)
+                runs[name][cond].append(result)
+                print(f"[options] {kind} {name} {cond} repeat {r}: {result}", file=sys.stderr)
+    return {"kind": kind, "repeats": repeats, "competitor": competitor, "runs": runs}
+
+
 def _main(argv: list[str]) -> int:
     if argv and argv[0] == "worker":
         _worker(argv[1:])
+        return 0
+    if argv and argv[0] == "options":
+        kind, repeats, out = argv[1], int(argv[2]), Path(argv[3])
+        only = [n for n in os.environ.get("BENCH_OPTIONS", "").split(",") if n]
+        result = compare_options(kind, repeats, argv[4:], only=only or None)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("kind", choices=["train", "sample"])

@@ -95,14 +95,15 @@ def main(verbose: bool) -> None:
         warnings.filterwarnings("ignore")
 
 
-def _threads_option(fallback: int | None = None) -> Any:
+def _threads_option(fallback: int | None = None, config_key: str | None = None) -> Any:
     """``--threads`` for a command that runs torch (one definition for every command).
 
     The count is chosen by :mod:`medgan.threads` (``--threads``, ``MEDGAN_THREADS``,
-    ``OMP_NUM_THREADS``, ``fallback``, else the free cores) before the command imports torch,
-    and the option is not passed on to the command's function.
+    ``config_key`` of the config, ``OMP_NUM_THREADS``, ``fallback``, else the usable cores)
+    before the command imports torch; the option is not passed on to the command's function.
     """
-    default = str(fallback) if fallback else "the free cores"
+    order = ["MEDGAN_THREADS", *([config_key] if config_key else []), "OMP_NUM_THREADS",
+             str(fallback) if fallback else "the usable cores"]
 
     def decorate(command: Any) -> Any:
         @functools.wraps(command)
@@ -114,9 +115,9 @@ def _threads_option(fallback: int | None = None) -> Any:
 
         return click.option(
             "--threads", type=click.IntRange(min=1), default=None,
-            show_default=f"MEDGAN_THREADS, else OMP_NUM_THREADS, else {default}",
-            help="CPU threads for torch. Fewer threads than cores is faster when other jobs "
-                 "share the machine.")(run)
+            show_default=", else ".join(order),
+            help="CPU threads for torch (their OpenMP threads sleep while they wait, which "
+                 "keeps them fast next to other jobs).")(run)
 
     return decorate
 
@@ -226,7 +227,7 @@ def _parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--dry-run", is_flag=True, default=False,
               help="Print the resolved config and exit without training.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
-@_threads_option()
+@_threads_option(config_key="train.threads")
 def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bool,
               device: str, seed: int, steps: int | None, overrides: tuple[str, ...],
               skip_bad: bool, compile_models: bool, dry_run: bool, progress: bool) -> None:
