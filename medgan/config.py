@@ -173,8 +173,8 @@ class TrainConfig(_Strict):
     )
     num_workers: int = Field(0, ge=0, description="Data-loading workers for patch extraction.")
     threads: int | None = Field(
-        None, gt=0, description="CPU threads for torch; null = the free cores. --threads and "
-        "MEDGAN_THREADS take precedence (see medgan.threads)."
+        None, gt=0, description="CPU threads for torch; null = OMP_NUM_THREADS when set, else "
+        "the usable cores. --threads and MEDGAN_THREADS take precedence (see medgan.threads)."
     )
 
     @field_validator("amp", mode="before")
