@@ -1,6 +1,7 @@
 """medgan benchmarks: training, data pipeline, sampling and memory, in one run.
 
     python benchmarks/run.py [--device auto|cpu|cuda] [--quick] [--out FILE.json]
+    python benchmarks/run.py --only contention      # CPU throughput next to a competitor
 
 Prints a table and the target checks (PASS/FAIL) and writes everything, with the machine
 description, to a JSON file (default ``benchmarks/results/<device>-<time>.json``). ``--quick``
@@ -14,6 +15,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 SCHEMA = "medgan-benchmark/1"
-SECTIONS = ("train", "data", "sample", "memory")
+SECTIONS = ("train", "data", "sample", "memory", "contention")
+DEFAULT_SECTIONS = ("train", "data", "sample", "memory")  # contention only when asked for
 #: Per mode: (spatial_dims, patch_size, batch_size, width) of each training comparison.
 TRAIN_CASES = {"quick": [(2, 32, 8, 8), (3, 32, 2, 4)], "full": [(2, 64, 64, 64), (3, 32, 64, 64)]}
 #: warm-up steps, timed steps, repeats.
@@ -32,6 +35,9 @@ MEMORY_CASES = {"quick": [(2, 32, 8, 8), (3, 32, 2, 4)],
                 "full": [(2, 64, 64, 64), (2, 128, 64, 64), (3, 32, 64, 64), (3, 64, 64, 64)]}
 SAMPLE_N = {"quick": (16, 8), "cpu": (512, 128), "cuda": (4096, 1024)}  # 2D, 3D
 SAMPLING_TARGET = 0.5  # end to end >= half the bare forward throughput
+CONTENTION_TARGET = 0.4  # loaded / quiet throughput next to one CPU-bound competitor
+#: Per mode: (timed training steps, samples, repeats) of the contention runs.
+CONTENTION = {"quick": (2, 16, 1), "full": (60, 1024, 3)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--quick", action="store_true", help="tiny settings, < 60 s (smoke test)")
     p.add_argument("--out", type=Path, default=None, help="JSON results file")
-    p.add_argument("--only", default=",".join(SECTIONS),
+    p.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
                    help=f"comma-separated sections among {', '.join(SECTIONS)}")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice)")
@@ -96,6 +102,23 @@ def run_memory(args: argparse.Namespace, mode: str, device: Any) -> list[dict[st
     return measure_all(specs, args.memory_timeout, parallel=args.quick)
 
 
+def run_contention(args: argparse.Namespace, mode: str, device: Any) -> list[dict[str, Any]]:
+    import tempfile
+
+    from bench_contention import make_sample_checkpoint, measure
+
+    if device.type != "cpu":
+        print("[contention] CPU only; skipped on", device, file=sys.stderr)
+        return []
+    steps, n, repeats = CONTENTION[mode]
+    repeats = args.repeats or repeats
+    with tempfile.TemporaryDirectory(prefix="medgan-bench-contention-") as tmp:
+        ckpt = make_sample_checkpoint(Path(tmp))
+        train_args = ["--steps", str(args.steps or steps), "--warmup", "1" if args.quick else "5"]
+        return [measure("train", repeats, train_args),
+                measure("sample", repeats, ["--checkpoint", str(ckpt), "--n", str(n)])]
+
+
 def checks(results: dict[str, Any], tolerance: float) -> list[dict[str, Any]]:
     """The targets: training parity with plain PyTorch, data pipeline, sampling overhead."""
     out = []
@@ -121,6 +144,13 @@ def checks(results: dict[str, Any], tolerance: float) -> list[dict[str, Any]]:
         out.append({"name": f"sampling {s['spatial_dims']}D end to end / bare forward",
                     "target": f">= {SAMPLING_TARGET:g}", "value": ratio,
                     "passed": ratio >= SAMPLING_TARGET})
+    for c in results.get("contention", []):
+        for comp, ratio in c["ratio_loaded_vs_quiet"].items():
+            value = ratio["median"]
+            out.append({"name": f"contention {c['kind']} next to {comp.replace('_', ' ')}: "
+                                "loaded / quiet", "target": f">= {CONTENTION_TARGET:g}",
+                        "value": value, "passed": value is not None
+                        and value >= CONTENTION_TARGET})
     return out
 
 
@@ -130,6 +160,21 @@ def _fmt(x: float | None) -> str:
     if abs(x) < 10:
         return f"{x:.3f}"
     return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def _contention_line(c: dict[str, Any]) -> str:
+    """Median rate and torch threads per condition, then the per-repeat loaded/quiet ratios."""
+    parts = []
+    for cond, runs in c["runs"].items():
+        rates = [r["rate"] for r in runs if "rate" in r]
+        used = "/".join(str(t) for t in sorted({r["threads"] for r in runs if "threads" in r}))
+        rate = _fmt(statistics.median(rates)) if rates else "-"
+        parts.append(f"{cond.replace('_', ' ')} {rate} ({used or '-'} threads)")
+    ratios = "; ".join(f"{k.replace('_', ' ')}/quiet {_fmt(v['median'])} "
+                       f"[{', '.join(_fmt(x) for x in v['per_repeat'])}]"
+                       for k, v in c["ratio_loaded_vs_quiet"].items())
+    unit = "images/s" if c["kind"] == "train" else "samples/s"
+    return f"contention {c['kind']}: " + " | ".join(parts) + f" {unit}; {ratios}"
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -168,6 +213,8 @@ def print_table(results: dict[str, Any]) -> None:
         print(what + f"peak RSS {_fmt(mem['peak_rss_mib'])} MiB (after set-up "
               f"{_fmt(mem['baseline_rss_mib'])}) | CUDA max allocated "
               f"{_fmt(mem['cuda_max_allocated_mib'])} MiB")
+    for c in results.get("contention", []):
+        print(_contention_line(c))
     for c in results["checks"]:
         print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {_fmt(c['value'])} "
               f"(target {c['target']})")
@@ -193,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     sections = args.only.split(",")
     runners = {"train": ("training", run_train), "data": ("data", run_data),
-               "sample": ("sampling", run_sample), "memory": ("memory", run_memory)}
+               "sample": ("sampling", run_sample), "memory": ("memory", run_memory),
+               "contention": ("contention", run_contention)}
     for section in SECTIONS:
         if section in sections:
             key, runner = runners[section]

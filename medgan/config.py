@@ -139,9 +139,7 @@ class ModelConfig(_Strict):
         "checkerboard texture, 2-3x the generator's compute). The configs in configs/ use "
         "'resize'; a config without the key (every checkpoint of medgan 0.1) means 'deconv'."
     )
-    ndf: int = Field(
-        64, gt=0, description="Discriminator base width (first block)."
-    )
+    ndf: int = Field(64, gt=0, description="Discriminator base width (first block).")
     d_norm: DiscriminatorNorm = Field(
         "batch", description="Normalisation in the discriminator (WGAN-GP needs 'none'/'instance')."
     )
@@ -158,9 +156,8 @@ class TrainConfig(_Strict):
     lr_g: float = Field(2e-4, gt=0, description="Generator Adam learning rate.")
     lr_d: float = Field(2e-4, gt=0, description="Discriminator Adam learning rate.")
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas.")
-    loss: LossKind = Field(
-        "bce", description="GAN loss: 'bce' (non-saturating), 'hinge' or 'wgan-gp'."
-    )
+    loss: LossKind = Field("bce", description="GAN loss: 'bce' (non-saturating), 'hinge' or "
+                           "'wgan-gp'.")
     real_label: float = Field(
         0.9, gt=0.0, le=1.0, description="One-sided label smoothing target for real (bce only)."
     )
@@ -197,6 +194,10 @@ class TrainConfig(_Strict):
         "of the fixed-noise batch exceeds this."
     )
     num_workers: int = Field(0, ge=0, description="Data-loading workers for patch extraction.")
+    threads: int | None = Field(
+        None, gt=0, description="CPU threads for torch; null = OMP_NUM_THREADS when set, else "
+        "the usable cores. --threads and MEDGAN_THREADS take precedence (see medgan.threads)."
+    )
 
     @field_validator("amp", mode="before")
     @classmethod

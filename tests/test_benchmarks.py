@@ -86,3 +86,32 @@ def test_gpu_scripts_parse_and_are_executable(script):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu" / script
     assert os.access(path, os.X_OK)
     subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+CONTENTION = {"kind", "repeats", "worker_args", "env", "runs", "ratio_loaded_vs_quiet"}
+
+
+def test_quick_contention_section(tmp_path):
+    """``--only contention --quick``: quiet and loaded runs of train and sample, the threads
+    each measured process chose, per-repeat ratios and their checks (never the speed)."""
+    out = tmp_path / "contention.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MEDGAN_THREADS")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--device", "cpu",
+         "--only", "contention", "--out", str(out)],
+        capture_output=True, text=True, timeout=2 * TIMEOUT_S, cwd=ROOT, env=env,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    data = json.loads(out.read_text())
+    assert [c["kind"] for c in data["contention"]] == ["train", "sample"]
+    for c in data["contention"]:
+        assert set(c) >= CONTENTION
+        assert set(c["runs"]) == {"quiet", "busy_loop", "medgan_train"}
+        for runs in c["runs"].values():
+            assert len(runs) == 1 and runs[0]["rate"] > 0, runs
+            assert runs[0]["threads"] >= 1 and runs[0]["source"] == "automatic"
+            assert runs[0]["wait_policy"] == "PASSIVE"
+        for ratio in c["ratio_loaded_vs_quiet"].values():
+            assert len(ratio["per_repeat"]) == 1 and ratio["median"] > 0
+    assert len(data["checks"]) == 4
+    assert "contention train: quiet" in done.stdout and "contention sample: quiet" in done.stdout

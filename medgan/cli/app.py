@@ -8,6 +8,7 @@ exit code 130 and SIGTERM 143.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import re
@@ -109,6 +110,33 @@ def main(verbose: bool) -> None:
         warnings.filterwarnings("ignore")
 
 
+def threads_option(fallback: int | None = None, config_key: str | None = None) -> Any:
+    """``--threads`` for a command that runs torch (one definition for every command).
+
+    The count is chosen by :mod:`medgan.threads` (``--threads``, ``MEDGAN_THREADS``,
+    ``config_key`` of the config, ``OMP_NUM_THREADS``, ``fallback``, else the usable cores)
+    before the command imports torch; the option is not passed on to the command's function.
+    """
+    order = ["MEDGAN_THREADS", *([config_key] if config_key else []), "OMP_NUM_THREADS",
+             str(fallback) if fallback else "the usable cores"]
+
+    def decorate(command: Any) -> Any:
+        @functools.wraps(command)
+        def run(*args: Any, threads: int | None, **kwargs: Any) -> Any:
+            from medgan.threads import threads_for_command
+
+            with threads_for_command(threads, fallback):
+                return command(*args, **kwargs)
+
+        return click.option(
+            "--threads", type=click.IntRange(min=1), default=None,
+            show_default=", else ".join(order),
+            help="CPU threads for torch (their OpenMP threads sleep while they wait, which "
+                 "keeps them fast next to other jobs).")(run)
+
+    return decorate
+
+
 def _dump_json(obj: Any, path: str | None) -> None:
     text = json.dumps(obj, indent=2)
     if path in (None, "-"):
@@ -127,6 +155,7 @@ def _dump_json(obj: Any, path: str | None) -> None:
 @click.option("--json", "json_out", type=str, default=None,
               help="Also write the report as JSON to this file ('-' = stdout, no table).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@threads_option()
 def check_data_cmd(datalist: Path, config_path: Path, json_out: str | None,
                    progress: bool) -> None:
     """Verify a dataset before training: readability, geometry, labels, lesions, sizes.
@@ -213,6 +242,7 @@ def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--dry-run", is_flag=True, default=False,
               help="Print the resolved config and exit without training.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@threads_option(config_key="train.threads")
 def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bool,
               device: str, seed: int, steps: int | None, overrides: tuple[str, ...],
               skip_bad: bool, compile_models: bool, dry_run: bool, progress: bool) -> None:
@@ -321,6 +351,7 @@ def check_datalist(data: Path, skip_bad: bool = False) -> None:
 @click.option("--margin-mm", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
               help="With --hosts: smallest distance of a new lesion from existing lesions.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@threads_option()
 def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, device: str,
                ema: bool, overwrite: bool, max_similarity: float | None, real_data: Path | None,
                min_lesion_voxels: int | None, keep_largest: bool, file_format: str,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from medgan.cli.app import DEVICE, check_datalist, parse_overrides
+from medgan.cli.app import DEVICE, check_datalist, parse_overrides, threads_option
 from medgan.evaluation.arms import ARMS, DEFAULT_ARMS
 
 
@@ -113,10 +113,8 @@ def evaluate_group() -> None:
               help="auto = CUDA when available, else CPU.")
 @click.option("--seed", type=click.IntRange(min=0), default=0,
               help="Seed of the patient split (test patients and regime membership).")
-@click.option("--threads", type=click.IntRange(min=1), default=1,
-              help="CPU threads for torch; 1 is fastest on a shared machine and gives the same "
-                   "numbers on any machine.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@threads_option(fallback=1)  # 1: the same numbers on any machine
 def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
                               generator_set: tuple[str, ...], generator_steps: int | None,
                               checkpoint: Path | None, allow_generator_superset: bool,
@@ -124,7 +122,7 @@ def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
                               ratio_text: str, arms: str, validation_fraction: float,
                               min_component_voxels: int, fast: bool, iterations: int | None,
                               eval_every: int | None, patience: int | None, resume: bool,
-                              device: str, seed: int, threads: int, progress: bool) -> None:
+                              device: str, seed: int, progress: bool) -> None:
     """Train a MONAI UNet per arm, ratio, seed and training regime; compare arms on held-out
     patients.
 
@@ -148,7 +146,7 @@ def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
         data, out, checkpoint=checkpoint, config=_eval_config(config_path),
         train_cases=train_cases, seeds=seeds, ratio=_ratios(ratio_text),
         arms=_split_list(arms), fast=fast, resume=resume, device=device, iterations=iterations,
-        split_seed=seed, threads=threads, progress=progress, command=_command_line(),
+        split_seed=seed, threads=None, progress=progress, command=_command_line(),
         train_generator=train_generator, generator_overrides=gen_overrides,
         allow_generator_superset=allow_generator_superset,
         validation_fraction=validation_fraction, min_component_voxels=min_component_voxels,
@@ -183,6 +181,7 @@ def _real_vs_synthetic_options(command):
               help="Frechet Radiomics Distance (needs pip install 'medgan[frd]').")
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the random pairs.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@threads_option()
 def evaluate_quality_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
                          config_path: Path | None, out: Path, frd: bool, seed: int,
                          progress: bool) -> None:
@@ -206,6 +205,7 @@ def evaluate_quality_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
 @click.option("--seed", type=click.IntRange(min=0), default=0,
               help="Seed of the real-vs-real reference queries.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@threads_option()
 def evaluate_privacy_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
                          config_path: Path | None, threshold: float, out: Path, seed: int,
                          progress: bool) -> None:

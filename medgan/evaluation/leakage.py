@@ -39,7 +39,7 @@ def generator_case_ids(meta: Mapping[str, Any], benchmark_cases: Sequence[Mappin
             f"{source}: the checkpoint does not record which patients it was trained on, so "
             "the benchmark cannot rule out that it saw the test patients; retrain it with this "
             "medgan version, or let the benchmark train one per regime on that regime's "
-            "patients only (train_generator)")
+            "patients only (`train_generator`)")
     by_hash = _index(benchmark_cases)
     known = {str(r["id"]) for r in benchmark_cases}
     seen: set[str] = set()
@@ -78,6 +78,6 @@ def check_generator(meta: Mapping[str, Any], benchmark_cases: Sequence[Mapping[s
     if not allow_superset:
         raise GeneratorLeakError(
             f"{source}: the generator was trained on {what}, so its arms would draw on more "
-            f"patients than the others in regime {regime!r}; pass allow_generator_superset="
-            "True to accept that, or train one generator per regime")
+            f"patients than the others in regime {regime!r}; pass `allow_generator_superset` "
+            "to accept that, or train one generator per regime")
     return f"generator for regime {regime!r} was trained on {what} (superset allowed)"

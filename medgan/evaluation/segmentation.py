@@ -252,7 +252,9 @@ def evaluate_segmentation(
         fast: tiny network and 30 iterations (tests, CI); ``iterations`` overrides either mode.
         resume: continue a benchmark in ``out``, skipping finished generators and runs.
         split_seed: seed of the patient split (test cases and regime membership).
-        threads: torch CPU threads during the benchmark (None = torch's default).
+        threads: torch CPU threads during the benchmark (None = leave torch's setting, which
+            the CLI has chosen). One thread gives the same numbers on any machine and is the
+            fastest on a shared one (a busy thread pool waits for cores).
         train_generator: a training config (YAML path or config): one generator is trained
             per regime on that regime's training patients (``generator_overrides``: dotted
             keys, e.g. ``{"train.steps": 2000}``); its config loads the scans.

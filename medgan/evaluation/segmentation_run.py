@@ -179,18 +179,15 @@ def segment_volume(net: torch.nn.Module, image: torch.Tensor, spatial_dims: int,
     """Binary prediction ``(X, Y, Z)`` for a whole scan ``(C, X, Y, Z)``.
 
     Sliding-window inference (Gaussian blending) over the body's bounding box; voxels outside
-    it are background. 2D networks segment every axial slice of the box.
+    it are background. 2D networks segment every axial slice of the box, the windows of
+    ``slices_per_batch`` slices at a time (:func:`sliding_window_slices`; the same logits as
+    MONAI's ``sliding_window_inference`` on those slices).
     """
     from monai.inferers import sliding_window_inference
 
+    from medgan.evaluation.sliding_window import sliding_window_slices
+
     net.eval()
-
-    def infer(x: torch.Tensor) -> torch.Tensor:
-        return sliding_window_inference(
-            x.to(device), (patch_size,) * spatial_dims, settings.sw_batch_size, net,
-            overlap=settings.sw_overlap, mode="gaussian", cval=BACKGROUND,
-        ).cpu()
-
     image = torch.as_tensor(image, dtype=torch.float32)
     out = np.zeros(image.shape[1:], dtype=bool)
     box = body_box(image)
@@ -198,12 +195,15 @@ def segment_volume(net: torch.nn.Module, image: torch.Tensor, spatial_dims: int,
     if crop.numel() == 0:
         return out
     if spatial_dims == 3:
-        out[box] = (infer(crop[None])[0, 0] > 0).numpy()
+        logits = sliding_window_inference(
+            crop[None].to(device), (patch_size,) * 3, settings.sw_batch_size, net,
+            overlap=settings.sw_overlap, mode="gaussian", cval=BACKGROUND).cpu()
+        out[box] = (logits[0, 0] > 0).numpy()
         return out
-    slices = crop.permute(3, 0, 1, 2)  # (Z, C, X, Y)
-    logits = [infer(slices[z:z + slices_per_batch])
-              for z in range(0, len(slices), slices_per_batch)]
-    out[box] = (torch.cat(logits)[:, 0] > 0).permute(1, 2, 0).numpy()  # (X, Y, Z)
+    logits = sliding_window_slices(net, crop.permute(3, 0, 1, 2), patch_size,  # (Z, C, X, Y)
+                                   settings.sw_batch_size, settings.sw_overlap, BACKGROUND,
+                                   device, group=slices_per_batch)
+    out[box] = (logits[:, 0] > 0).permute(1, 2, 0).numpy()  # (X, Y, Z)
     return out
 
 

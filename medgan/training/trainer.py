@@ -25,6 +25,7 @@ from medgan.datasets import bundled_datalist_path
 from medgan.devices import preferred_memory_format, resolve_device
 from medgan.errors import ConfigError
 from medgan.runs import CONFIG_FILE, create_run_dir, plan_run, resolve_run_config
+from medgan.threads import apply_config_threads
 from medgan.training.batches import PatchSampler
 from medgan.training.diffaugment import diff_augment
 from medgan.training.inpaint_loop import INPAINT_SCALARS, InpaintRun
@@ -100,6 +101,7 @@ def train(
     plan = dist.broadcast(dist.on_main(lambda: plan_run(out, resume)))
     run_dir = plan.run_dir
     config = resolve_run_config(plan, config, overrides)
+    apply_config_threads(config.train.threads)
     if plan.resume:
         record = plan.record or {}
         if "seed" in record and int(record["seed"]) != seed and dist.is_main:

@@ -75,7 +75,7 @@ def test_superset_needs_the_option_and_is_flagged(phantom_data, split, tmp_path)
 def test_checkpoint_without_recorded_cases_is_refused(phantom_data, tmp_path) -> None:
     result = run(phantom_data, checkpoint(tmp_path, None), tmp_path / "out")
     assert result.exit_code == 2
-    assert "does not record" in result.output and "train_generator" in result.output
+    assert "does not record" in result.output and "--train-generator" in result.output
 
 
 def test_regime_patients_only_pass(phantom_data, split, tmp_path) -> None:

@@ -187,3 +187,37 @@ def test_ratio_above_the_lesion_slots_is_refused(phantom_data, tmp_path) -> None
         evaluate_segmentation(phantom_data, tmp_path / "out", config=cfg, fast=True, ratio=0.5,
                               arms=["real+aug", "real+aug+carvemix"], progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("extra", "env", "expected"), [
+    ([], {}, 1), (["--threads", "2"], {}, 2), ([], {"MEDGAN_THREADS": "3"}, 3),
+])
+def test_threads_reach_torch_inside_the_runs(phantom_data, tiny_checkpoint, tmp_path,
+                                             monkeypatch, extra, env, expected) -> None:
+    """--threads (default 1, whatever the machine) is the count the runs train with."""
+    from medgan.errors import OutputError
+    from medgan.evaluation import segmentation
+
+    seen: list[int] = []
+
+    def record(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise OutputError("stopped by the test")
+
+    monkeypatch.setattr(segmentation, "run_one", record)
+    for var in ("MEDGAN_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from medgan.config import save_config
+    from medgan.sampling import load_generator
+
+    config = tmp_path / "config.yaml"  # the 'real' arm needs no generator, only a config
+    save_config(load_generator(tiny_checkpoint).config, config)
+    torch.set_num_threads(4)
+    result = invoke("--data", phantom_data, "--config", config, "--out",
+                    tmp_path / "out", "--fast", "--seeds", "1", "--arms", "real",
+                    "--device", "cpu", "--no-progress", *extra)
+    torch.set_num_threads(1)
+    assert result.exit_code == 2 and "stopped by the test" in result.output
+    assert seen == [expected]
