@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import functools
 import json
-import os
 import re
 import signal
 import sys
@@ -21,6 +20,7 @@ import click
 
 from medgan._version import __version__
 from medgan.atomic import write_text_atomic
+from medgan.cli.signals import redeliver_lost_interrupt
 from medgan.errors import DataError, MedganError, OutputError
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
@@ -49,7 +49,7 @@ class _Group(click.Group):
             raise KeyboardInterrupt(143)
 
         previous = signal.signal(signal.SIGTERM, _on_term)
-        previous_hook, sys.unraisablehook = sys.unraisablehook, _redeliver_lost_interrupt
+        previous_hook, sys.unraisablehook = sys.unraisablehook, redeliver_lost_interrupt
         try:
             return super().invoke(ctx)
         except MedganError as err:
@@ -68,26 +68,6 @@ class _Group(click.Group):
         finally:
             signal.signal(signal.SIGTERM, previous)
             sys.unraisablehook = previous_hook
-
-
-def _redeliver_lost_interrupt(unraisable: Any) -> None:
-    """Send an interrupt again that Python dropped because it landed in a finalizer.
-
-    A signal's KeyboardInterrupt raised inside a ``__del__`` or weakref callback (torch's
-    DataLoader and the import system run many) is printed as "Exception ignored" and lost, and
-    the command would carry on. The signal is sent again from a thread a moment later, when the
-    main thread has left the finalizer (and again, should it land in another one).
-    """
-    import threading
-
-    err = unraisable.exc_value
-    if isinstance(err, KeyboardInterrupt):
-        sig = signal.SIGTERM if err.args and err.args[0] == 143 else signal.SIGINT
-        again = threading.Timer(0.01, os.kill, (os.getpid(), sig))
-        again.daemon = True
-        again.start()
-        return
-    sys.__unraisablehook__(unraisable)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],

@@ -173,6 +173,13 @@ def _real_vs_synthetic_options(command):
     return command
 
 
+def _progress_and_threads(command):
+    """--progress/--no-progress and --threads, shared by quality and privacy."""
+    command = threads_option()(command)
+    return click.option("--progress/--no-progress", default=True,
+                        help="Show a progress bar.")(command)
+
+
 @evaluate_group.command("quality")
 @_real_vs_synthetic_options
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/quality/report.json"),
@@ -180,8 +187,7 @@ def _real_vs_synthetic_options(command):
 @click.option("--frd/--no-frd", default=True,
               help="Frechet Radiomics Distance (needs pip install 'medgan[frd]').")
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the random pairs.")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-@threads_option()
+@_progress_and_threads
 def evaluate_quality_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
                          config_path: Path | None, out: Path, frd: bool, seed: int,
                          progress: bool) -> None:
@@ -204,8 +210,7 @@ def evaluate_quality_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
               help="Output folder: report.json, report.md, closest_pairs.png.")
 @click.option("--seed", type=click.IntRange(min=0), default=0,
               help="Seed of the real-vs-real reference queries.")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-@threads_option()
+@_progress_and_threads
 def evaluate_privacy_cmd(real: Path, synthetic: Path, checkpoint: Path | None,
                          config_path: Path | None, threshold: float, out: Path, seed: int,
                          progress: bool) -> None:
