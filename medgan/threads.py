@@ -146,8 +146,10 @@ def prefer_passive_wait(environ: MutableMapping[str, str] | None = None) -> str 
 def configure_threads(threads: int | None = None, fallback: int | None = None) -> ThreadChoice:
     """Choose the CPU thread count (see the module docstring) and give it to torch.
 
-    Call it before the first torch operation; called before ``import torch`` it also sets the
-    OpenMP wait policy.
+    Call it before the first torch operation. Called before ``import torch`` it sets the
+    OpenMP wait policy and ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` (which torch reads when it
+    loads) instead of importing torch, so the CLI can still report input errors at once (torch
+    then takes at most one thread per core of the machine).
 
     Args:
         threads: an explicit count (``--threads``); None = decide from the environment.
@@ -158,9 +160,12 @@ def configure_threads(threads: int | None = None, fallback: int | None = None) -
     n, source = _explicit(threads, os.environ, fallback)
     cores = usable_cores()
     n = cores if n is None else n
-    import torch
-
-    torch.set_num_threads(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    else:  # torch reads these when it loads; importing it here would slow every input error
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(n)
     _current = ThreadChoice(n, source, cores, policy)
     log.debug("torch CPU threads: %d (%s; %d usable cores; OMP_WAIT_POLICY %s)", n, source,
               cores, policy or "unset")
@@ -197,10 +202,16 @@ def threads_for_command(threads: int | None = None, fallback: int | None = None
     global _current
     torch = sys.modules.get("torch")
     previous = torch.get_num_threads() if torch is not None else None
+    saved_env = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     saved = _current
     try:
         yield configure_threads(threads, fallback)
     finally:
         _current = saved
+        for var, value in saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
         if previous is not None:
             sys.modules["torch"].set_num_threads(previous)

@@ -249,7 +249,7 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
 
         click.echo(yaml.safe_dump(config.to_dict(), sort_keys=False))
         return
-    from medgan.training import train
+    from medgan.training.trainer import train
 
     result = train(config if config_path is not None else None, data=data, out=out,
                    resume=resume, device=device, seed=seed, skip_bad=skip_bad,
