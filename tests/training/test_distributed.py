@@ -177,7 +177,8 @@ def test_torchrun_with_one_process_is_a_plain_run(tmp_path, inputs):
     config, data = inputs
     result = main.main(["train", "--config", str(config), "--data", str(data), "--out",
                         str(tmp_path / "plain"), "--steps", "4", "--device", "cpu", "--seed",
-                        "3", "--no-progress"], standalone_mode=False)
+                        "3", "--no-progress", "--threads", "1"],  # torchrun's children: 1
+                       standalone_mode=False)
     assert result is None
     _assert_same_weights(tmp_path / "torchrun" / "full", tmp_path / "plain")
     assert read_sidecar(resolve_checkpoint(tmp_path / "plain"))["world_size"] == 1
