@@ -95,6 +95,20 @@ DICOM_PATIENT = {"PatientName": "Phantom^Pat", "PatientID": "PHANTOM-0001",
                  "ReferringPhysicianName": "Referrer^Phantom"}
 
 
+def new_dicom_dataset(sop_class: str) -> Any:
+    """An empty DICOM dataset of ``sop_class`` with file meta and a new SOP Instance UID."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def write_dicom_series(folder: Path, volume: np.ndarray, affine: np.ndarray,
                        identifiers: dict[str, str] | None = None) -> Path:
     """Write a CT volume ``(X, Y, Z)`` in HU as a minimal DICOM series, one file per slice.
@@ -105,8 +119,7 @@ def write_dicom_series(folder: Path, volume: np.ndarray, affine: np.ndarray,
     :data:`DICOM_PATIENT`) are written into every file, next to fresh study, series and
     instance UIDs.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import CTImageStorage, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
@@ -114,12 +127,7 @@ def write_dicom_series(folder: Path, volume: np.ndarray, affine: np.ndarray,
     row_dir, col_dir = lps[:3, 0] / spacing[0], lps[:3, 1] / spacing[1]
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     for k in range(volume.shape[2]):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+        ds = new_dicom_dataset(CTImageStorage)
         for key, value in (identifiers or DICOM_PATIENT).items():
             setattr(ds, key, value)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame

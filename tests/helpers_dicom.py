@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from helpers_data import new_dicom_dataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 
@@ -48,12 +49,7 @@ def write_rtstruct(path: Path, series: Path, affine: np.ndarray,
     slices = read_series(series)
     first = slices[0]
     frame_uid = frame_uid or str(first.FrameOfReferenceUID)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, ds.file_meta.MediaStorageSOPInstanceUID
+    ds = new_dicom_dataset(RTSTRUCT_SOP_CLASS)
     ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID = "RTSTRUCT", first.StudyInstanceUID, \
         generate_uid()
     ds.StructureSetLabel = "test"
