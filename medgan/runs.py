@@ -49,14 +49,19 @@ class RunPlan:
         return self.resume and self.checkpoint is None
 
 
-def plan_run(out: str | Path, resume: bool) -> RunPlan:
-    """Validate ``out`` for a new run or a resume; writes nothing."""
+def plan_run(out: str | Path, resume: bool, probe: bool = True) -> RunPlan:
+    """Validate ``out`` for a new run or a resume; leaves nothing behind.
+
+    ``probe`` tries a write in the folder (created and removed again); under torchrun only
+    rank 0 probes, since the ranks would remove each other's probe folder.
+    """
     run_dir = Path(out)
     if not resume:
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise OutputError(f"{run_dir}: run folder already exists and is not empty; pass "
                               "`resume` to continue that run or choose another `out`")
-        _check_writable(run_dir)
+        if probe:
+            _check_writable(run_dir)
         return RunPlan(run_dir, resume=False)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: cannot resume: the run folder does not exist")

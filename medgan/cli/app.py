@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import re
 import signal
 import sys
@@ -239,7 +240,7 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
     if compile_models:
         values["train.compile"] = True
     # everything a user can get wrong is checked here, before torch loads
-    plan = plan_run(out, resume)
+    plan = plan_run(out, resume, probe=os.environ.get("RANK", "0") == "0")  # torchrun: rank 0
     config = load_config(config_path, values) if config_path is not None else None
     config = resolve_run_config(plan, config, values if config is None else None)
     if data is not None:
