@@ -116,13 +116,17 @@ def _case_files(case: Case) -> list[Path]:
 
 def data_fingerprint(cases: Sequence[Case]) -> str:
     """SHA-256 over every case's id and file contents (independent of where the files live)."""
+    return fingerprint_of_records(training_cases(cases))
+
+
+def fingerprint_of_records(records: Sequence[dict[str, Any]]) -> str:
+    """:func:`data_fingerprint` from :func:`~medgan.data.provenance.training_cases` records
+    (the file hashes are computed once and serve both)."""
     h = hashlib.sha256()
-    for case in sorted(cases, key=lambda c: c["case_id"]):
-        h.update(case["case_id"].encode())
-        for f in _case_files(case):
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023
-                    h.update(chunk)
+    for record in sorted(records, key=lambda r: str(r["id"])):
+        h.update(str(record["id"]).encode())
+        for digest in record["files"].values():
+            h.update(digest.encode())
     return h.hexdigest()
 
 
@@ -260,13 +264,14 @@ def build_patch_bank(
             f"{'slice' if config.spatial_dims == 2 else 'patch'}{first}"
         )
     kept = [c for c in cases if c["case_id"] in set(ids)]
+    records = training_cases(kept)  # one read of every file: hashes for checkpoints and cache
     bank = PatchBank(
         images=torch.cat(imgs), masks=torch.cat(msks), has_lesion=torch.cat(lesion),
         case_index=torch.cat(index), case_ids=ids,
         intensity=IntensityMapping.combine([IntensityMapping.from_dict(m) for m in mappings]),
         case_mappings=mappings,
         spacing_mm=tuple(float(s) for s in np.median(np.asarray(spacings), axis=0)),
-        fingerprint=data_fingerprint(kept), skipped=skipped, case_records=training_cases(kept),
+        fingerprint=fingerprint_of_records(records), skipped=skipped, case_records=records,
     )
     if cache_path is not None and write_cache:  # made only now: a failed build writes nothing
         cache_path.parent.mkdir(parents=True, exist_ok=True)
