@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from medgan.cli.app import DEVICE, check_datalist, parse_overrides, threads_option
-from medgan.evaluation.arms import ARMS, DEFAULT_ARMS
+from medgan.evaluation.arms import ARMS, DEFAULT_ARMS, GAN_ARMS, INPAINT_ARMS
 
 
 def _split_list(text: str) -> list[str]:
@@ -71,6 +71,22 @@ def evaluate_group() -> None:
               help="Override a field of the --train-generator config (repeatable).")
 @click.option("--generator-steps", type=click.IntRange(min=1), default=None,
               help="train.steps of the per-regime generators.")
+@click.option("--train-inpainter", type=click.Path(path_type=Path), default=None,
+              metavar="CONFIG",
+              help="Train one inpainter (a config of model.kind: inpaint) per regime on exactly "
+                   "that regime's training patients, for the real+aug+inpaint arm (cached in "
+                   "--out/generators, resumable).")
+@click.option("--inpainter-set", "inpainter_set", multiple=True, metavar="KEY=VALUE",
+              help="Override a field of the --train-inpainter config (repeatable).")
+@click.option("--inpainter-steps", type=click.IntRange(min=1), default=None,
+              help="train.steps of the per-regime inpainters (default: the config's).")
+@click.option("--inpainter", type=click.Path(path_type=Path), default=None,
+              help="One inpainting checkpoint for every regime instead of --train-inpainter; "
+                   "checked like --checkpoint.")
+@click.option("--inpaint-mask-source", type=click.Choice(["real", "ellipsoid"]), default=None,
+              help="Lesion shapes of the inpaint arm: the regime's training masks, deformed "
+                   "(real) or ellipses sized like them (default: the inpainter's "
+                   "inpaint.mask_source).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="One generator checkpoint for every regime instead of --train-generator. "
                    "Refused if it was trained on a test patient or outside a regime.")
@@ -91,8 +107,10 @@ def evaluate_group() -> None:
               help="Share(s) of training patches that carry an added lesion, comma-separated; "
                    "each lesion-adding arm runs at every ratio and the report picks one per "
                    "arm on the validation patients.")
-@click.option("--arms", default=",".join(DEFAULT_ARMS),
-              help="Comma-separated arms to run, out of: " + ", ".join(ARMS) + ".")
+@click.option("--arms", default=None,
+              help="Comma-separated arms to run, out of: " + ", ".join(ARMS) + ". Default: "
+                   + ",".join(DEFAULT_ARMS) + " (the GAN arms only with a generator), plus "
+                   "real+aug+inpaint with an inpainter.")
 @click.option("--validation-fraction", type=click.FloatRange(0.0, 1.0, max_open=True),
               default=0.2, help="Share of each regime's patients held out for validation "
                                 "(stopping iteration and ratio choice).")
@@ -117,9 +135,12 @@ def evaluate_group() -> None:
 @threads_option(fallback=1)  # 1: the same numbers on any machine
 def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
                               generator_set: tuple[str, ...], generator_steps: int | None,
+                              train_inpainter: Path | None, inpainter_set: tuple[str, ...],
+                              inpainter_steps: int | None, inpainter: Path | None,
+                              inpaint_mask_source: str | None,
                               checkpoint: Path | None, allow_generator_superset: bool,
                               config_path: Path | None, out: Path, train_cases: str, seeds: int,
-                              ratio_text: str, arms: str, validation_fraction: float,
+                              ratio_text: str, arms: str | None, validation_fraction: float,
                               min_component_voxels: int, fast: bool, iterations: int | None,
                               eval_every: int | None, patience: int | None, resume: bool,
                               device: str, seed: int, progress: bool) -> None:
@@ -128,18 +149,25 @@ def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
 
     Arms: real (no augmentation), real+aug (standard augmentation, the reference),
     real+aug+synthetic (generated lesion patches), real+aug+insert (GAN lesions pasted into real
-    patches), real+aug+carvemix (real lesions copied between training patients).
+    patches), real+aug+carvemix (real lesions copied between training patients),
+    real+aug+inpaint (lesions inpainted into real patches by a mask-conditioned GAN).
     """
     check_datalist(data)  # before torch loads
-    if checkpoint is not None:
-        from medgan.checkpoint.files import resolve_checkpoint
+    from medgan.checkpoint.files import resolve_checkpoint
 
-        resolve_checkpoint(checkpoint)
+    for given in (checkpoint, inpainter):
+        if given is not None:
+            resolve_checkpoint(given)
     from medgan.evaluation import evaluate_segmentation
 
     gen_overrides = parse_overrides(generator_set)
     if generator_steps is not None:
         gen_overrides["train.steps"] = generator_steps
+    inp_overrides = parse_overrides(inpainter_set)
+    if inpainter_steps is not None:
+        inp_overrides["train.steps"] = inpainter_steps
+    if arms is None:  # the default arms whose networks are given
+        arms = ",".join(_default_arms(train_generator or checkpoint, train_inpainter or inpainter))
     extra = {k: v for k, v in (("eval_every", eval_every), ("patience", patience))
              if v is not None}
     result = evaluate_segmentation(
@@ -150,9 +178,17 @@ def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
         train_generator=train_generator, generator_overrides=gen_overrides,
         allow_generator_superset=allow_generator_superset,
         validation_fraction=validation_fraction, min_component_voxels=min_component_voxels,
-        settings_overrides=extra)
+        settings_overrides=extra, inpainter=inpainter, train_inpainter=train_inpainter,
+        inpainter_overrides=inp_overrides, inpaint_mask_source=inpaint_mask_source)
     click.echo(f"{result.n_runs} runs ({result.n_skipped} resumed)")
     click.echo(f"report: {result.report_md}")
+
+
+def _default_arms(generator: Path | None, inpainter: Path | None) -> list[str]:
+    """DEFAULT_ARMS without the GAN arms when no generator is given, plus real+aug+inpaint
+    when an inpainter is."""
+    arms = [a for a in DEFAULT_ARMS if generator is not None or a not in GAN_ARMS]
+    return arms + (list(INPAINT_ARMS) if inpainter is not None else [])
 
 
 def _real_vs_synthetic_options(command):

@@ -37,6 +37,8 @@ from medgan.training import train
 
 log = logging.getLogger(__name__)
 FOLDER = "generators"
+#: role of a per-regime network in the benchmark -> the model.kind it must have
+ROLES = {"generator": "dcgan", "inpainter": "inpaint"}
 
 
 @dataclass
@@ -74,7 +76,7 @@ def train_regime_generator(out: Path, regime: str, cases: Sequence[Mapping[str, 
     steps = int(config.train.steps)
     done = _finished_step(run_dir) if run_dir.exists() else None
     if done is not None and done >= steps:
-        log.info("regime %s: reusing the generator in %s", regime, run_dir)
+        log.info("regime %s: reusing the %s model in %s", regime, config.model.kind, run_dir)
         return RegimeGenerator(regime, run_dir, ids, trained_now=False)
     data = folder / "data.json"
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,8 +87,8 @@ def train_regime_generator(out: Path, regime: str, cases: Sequence[Mapping[str, 
     if done is None and run_dir.exists():
         shutil.rmtree(run_dir)  # our own run, killed before its first checkpoint
     resume = done is not None
-    log.info("regime %s: %s the generator on %d patients in %s", regime,
-             "resuming" if resume else "training", len(ids), run_dir)
+    log.info("regime %s: %s the %s model on %d patients in %s", regime,
+             "resuming" if resume else "training", config.model.kind, len(ids), run_dir)
     train(None if resume else config, data=data, out=run_dir, resume=resume, device=device,
           progress=progress, overrides={"train.steps": steps} if resume else None)
     return RegimeGenerator(regime, run_dir, ids, trained_now=True)
@@ -106,13 +108,16 @@ def generator_config(source: str | Path | MedganConfig, overrides: dict[str, Any
 def regime_generators(out: Path, split: Split, datalist: list[dict[str, Any]], generator: Any,
                        gen_config: MedganConfig | None, dev: torch.device, device: str,
                        allow_superset: bool, protocol: dict[str, Any],
-                       previous: dict[str, Any], progress: bool) -> dict[str, Any]:
+                       previous: dict[str, Any], progress: bool, role: str = "generator"
+                       ) -> dict[str, Any]:
     """regime -> loaded generator: ``generator`` for every regime, or one trained per regime
     with ``gen_config``; each is checked against the split (:func:`check_generator`) and
-    recorded in ``protocol`` (``generators``, ``generator_warnings``). ``previous``: the
-    ``generators`` entry of the benchmark being resumed (a different checkpoint is refused)."""
+    recorded in ``protocol`` (``<role>s``, ``<role>_warnings``). ``previous``: that entry of
+    the benchmark being resumed (a different checkpoint is refused). ``role``: "generator"
+    (``model.kind: dcgan``) or "inpainter" (``model.kind: inpaint``)."""
     records = training_cases(datalist, label=False)  # labels may repeat (empty)
     by_id = {str(c["case_id"]): c for c in datalist}
+    kind = ROLES[role]
     loaded, info, warnings = {}, {}, []
     for regime, ids in split.regimes.items():
         g = generator
@@ -120,17 +125,20 @@ def regime_generators(out: Path, split: Split, datalist: list[dict[str, Any]], g
             trained = train_regime_generator(out, regime, [by_id[i] for i in ids], gen_config,
                                              device, progress)
             g = load_generator(trained.run_dir, device=dev)
+        if g.spec.kind != kind:
+            raise ConfigError(f"{g.checkpoint_path}: is a {g.spec.kind!r} checkpoint, but the "
+                              f"benchmark's {role} must be of model.kind {kind!r}")
         note = check_generator(g.metadata, records, split.test, regime, ids,
                                str(g.checkpoint_path), allow_superset)
         if note:
-            warnings.append(note)
+            warnings.append(note if role == "generator" else f"{role}: {note}")
         loaded[regime] = g
         info[regime] = {"checkpoint": str(g.checkpoint_path),
                         "checkpoint_sha256": g.checkpoint_sha256,
                         "case_ids": [str(c["id"]) for c in g.metadata["training_cases"]]}
     for regime, entry in previous.items():
         if regime in info and entry["checkpoint_sha256"] != info[regime]["checkpoint_sha256"]:
-            raise ConfigError(f"{out}: the generator of regime {regime!r} differs from the one "
+            raise ConfigError(f"{out}: the {role} of regime {regime!r} differs from the one "
                               "the benchmark being resumed used; use a new `out`")
-    protocol["generators"], protocol["generator_warnings"] = info, warnings
+    protocol[f"{role}s"], protocol[f"{role}_warnings"] = info, warnings
     return loaded

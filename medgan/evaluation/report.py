@@ -136,7 +136,8 @@ def markdown(protocol: Mapping[str, Any], summary: Mapping[str, Mapping[str, Any
     s, split = protocol["settings"], protocol["split"]
     mode = "fast (smoke test; numbers are not meaningful)" if protocol["fast"] else "full"
     lines = ["# Downstream segmentation benchmark", ""]
-    for warning in protocol.get("generator_warnings") or []:
+    for warning in [*(protocol.get("generator_warnings") or []),
+                    *(protocol.get("inpainter_warnings") or [])]:
         lines += [f"**Warning: {warning}.**", ""]
     lines += [
         f"Command: `{protocol.get('command') or 'medgan.evaluation.evaluate_segmentation(...)'}`",
@@ -145,6 +146,8 @@ def markdown(protocol: Mapping[str, Any], summary: Mapping[str, Mapping[str, Any
         f"* data: `{protocol['data']}`; modality {protocol['config']['modality']}, "
         f"{protocol['config']['spatial_dims']}D",
         f"* generator: {_generator_line(protocol)}",
+        *([f"* inpainter: {_generator_line(protocol, 'inpainter')}"]
+          if protocol.get("inpainters") else []),
         f"* UNet channels {s['channels']}, strides {s['strides']}; at most {s['iterations']} "
         f"iterations of {s['batch_size']} base + {s['lesion_slots']} lesion-centred patches "
         f"(patch {s['patch_size']}); validation every {s['eval_every']} iterations, patience "
@@ -176,12 +179,13 @@ def markdown(protocol: Mapping[str, Any], summary: Mapping[str, Mapping[str, Any
     return "\n".join(lines)
 
 
-def _generator_line(protocol: Mapping[str, Any]) -> str:
-    gens = protocol.get("generators") or {}
-    if protocol.get("generator_config") is not None:
+def _generator_line(protocol: Mapping[str, Any], role: str = "generator") -> str:
+    gens = protocol.get(f"{role}s") or {}
+    if protocol.get(f"{role}_config") is not None:
         return "trained per regime on its training patients: " + "; ".join(
             f"`{r}` SHA-256 `{g['checkpoint_sha256'][:16]}…`" for r, g in gens.items())
-    sha = protocol.get("checkpoint_sha256")
+    sha = protocol.get(f"{role}_checkpoint_sha256" if role != "generator" else
+                       "checkpoint_sha256")
     return f"checkpoint SHA-256 `{sha}`" if sha else "none"
 
 

@@ -36,19 +36,26 @@ from tqdm.auto import tqdm
 
 from medgan._version import __version__
 from medgan.atomic import write_bytes_atomic, write_json_atomic
-from medgan.augment import RandSyntheticLesiond
-from medgan.augment.carvemix import RandCarveMixd, build_lesion_snippets
 from medgan.config import MedganConfig
 from medgan.data import load_case, load_datalist
 from medgan.devices import resolve_device
-from medgan.errors import ConfigError, DataError, OutputError
+from medgan.errors import ConfigError, OutputError
+from medgan.evaluation.arm_transforms import ArmFactory
 from medgan.evaluation.arms import (
-    ARMS,
     DEFAULT_ARMS,
     GAN_ARMS,
+    INPAINT_ARMS,
     LESION_ARMS,
     REFERENCE_ARM,
     run_name,
+)
+from medgan.evaluation.benchmark_options import (
+    benchmark_settings,
+    check_arms,
+    check_channels,
+    check_kind,
+    check_ratios,
+    resolve_config,
 )
 from medgan.evaluation.generators import generator_config, regime_generators
 from medgan.evaluation.report import write_reports
@@ -57,7 +64,6 @@ from medgan.evaluation.segmentation_run import (
     context_roi,
     prepare_training_case,
     run_one,
-    synthetic_pool,
 )
 from medgan.evaluation.splits import Split, make_split, parse_train_cases
 from medgan.sampling import load_generator
@@ -65,7 +71,11 @@ from medgan.sampling import load_generator
 log = logging.getLogger(__name__)
 PROTOCOL = "protocol.json"
 #: protocol entries that may differ between a benchmark and its resume
-RESUMABLE_KEYS = ("arms", "ratios", "seeds", "command", "generators", "generator_warnings")
+RESUMABLE_KEYS = ("arms", "ratios", "seeds", "command", "generators", "generator_warnings",
+                  "inpainters", "inpainter_warnings")
+#: entries a resume may add when the resumed benchmark has none (an inpainter for a new arm);
+#: once there, they must match
+ADDABLE_KEYS = ("inpainter_config", "inpainter_checkpoint_sha256", "inpaint_mask_source")
 
 
 @dataclass
@@ -78,57 +88,6 @@ class SegmentationResult:
     summary: dict[str, Any]
     n_runs: int
     n_skipped: int
-
-
-def _check_arms(arms: Sequence[str], checkpoint: Any, config: Any, train_generator: Any
-                ) -> list[str]:
-    chosen = list(dict.fromkeys(arms))
-    unknown = [a for a in chosen if a not in ARMS]
-    if unknown or not chosen:
-        raise ConfigError(f"`arms` must be a comma-separated subset of {', '.join(ARMS)}, "
-                          f"not {','.join(arms)!r}")
-    if checkpoint is not None and train_generator is not None:
-        raise ConfigError("pass either `checkpoint` or --train-generator, not both")
-    if checkpoint is None and train_generator is None and any(a in GAN_ARMS for a in chosen):
-        raise ConfigError(f"arms {', '.join(a for a in chosen if a in GAN_ARMS)} need a "
-                          "generator: pass --train-generator CONFIG (one per regime) or "
-                          "`checkpoint`")
-    if checkpoint is None and config is None and train_generator is None:
-        raise ConfigError("pass --train-generator or `checkpoint` (their config loads the "
-                          "scans) or `config`")
-    return chosen
-
-
-def _check_ratios(ratios: float | Sequence[float], settings: BenchmarkSettings) -> list[float]:
-    values = [float(ratios)] if isinstance(ratios, int | float) else [float(r) for r in ratios]
-    values = sorted(dict.fromkeys(values))
-    top = settings.max_ratio
-    bad = [r for r in values if not 0.0 < r <= top + 1e-9]
-    if bad or not values:
-        raise ConfigError(f"`ratio` must be numbers in (0, {top:.3g}] (the lesion slots' share "
-                          f"of every batch, which the synthetic arm can fill at most), not "
-                          f"{bad or values}")
-    return values
-
-
-def _resolve_config(generator: Any, config: MedganConfig | None,
-                    gen_config: MedganConfig | None = None) -> MedganConfig:
-    """The generator's config, or ``config`` after checking it agrees with the generator's."""
-    if generator is None and gen_config is None:
-        if config is None:
-            raise ConfigError("pass `checkpoint` (its config is used to load the scans) or "
-                              "`config`")
-        return config
-    saved = gen_config if gen_config is not None else generator.config
-    if config is None:
-        return saved
-    for field in ("modality", "spatial_dims", "intensity"):
-        if getattr(config, field) != getattr(saved, field):
-            raise ConfigError(f"`config` {field} differs from the checkpoint's; synthetic and "
-                              "real images would not share one intensity space")
-    if config.data.lesion_labels != saved.data.lesion_labels:
-        raise ConfigError("`config` data.lesion_labels differ from the checkpoint's")
-    return config
 
 
 def _prepare_out(out: Path, resume: bool, protocol: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +104,8 @@ def _prepare_out(out: Path, resume: bool, protocol: dict[str, Any]) -> dict[str,
         old = json.loads(old_path.read_text(encoding="utf-8")) if old_path.is_file() else {}
         if old:
             for key in sorted(set(old) | set(protocol)):
+                if key in ADDABLE_KEYS and key not in old:
+                    continue
                 if key not in RESUMABLE_KEYS and old.get(key) != protocol.get(key):
                     raise ConfigError(f"{out}: `resume` with a different {key!r} than the "
                                       "benchmark being resumed; use a new `out`")
@@ -182,31 +143,6 @@ def example_slices(cases: Sequence[dict[str, Any]], n: int = 3) -> list[tuple[st
     return out
 
 
-class _ArmFactory:
-    """Builds the arm-specific pieces of a run: insertion/CarveMix transform, synthetic pool."""
-
-    def __init__(self, generator: Any, train_cases: Sequence[dict[str, Any]],
-                 spatial_dims: int) -> None:
-        self.generator, self.train_cases, self.spatial_dims = generator, train_cases, spatial_dims
-        self._snippets: list[Any] | None = None
-
-    def __call__(self, arm: str, seed: int, settings: BenchmarkSettings) -> tuple[Any, Any]:
-        keys = ("image", "label")
-        if arm == "real+aug+insert":
-            return RandSyntheticLesiond(keys, generator=self.generator, prob=1.0,
-                                        foreground_key="foreground", num_attempts=20), None
-        if arm == "real+aug+synthetic":
-            return None, synthetic_pool(self.generator, settings, seed)
-        if arm == "real+aug+carvemix":
-            if self._snippets is None:  # from this regime's training cases only
-                self._snippets = build_lesion_snippets(self.train_cases, self.spatial_dims)
-                if not self._snippets:
-                    log.warning("no lesion to copy in the training cases; CarveMix is a no-op")
-            return RandCarveMixd(keys, self._snippets, prob=1.0,
-                                 foreground_key="foreground"), None
-        return None, None
-
-
 def _run_path(out: Path, regime: str, arm: str, seed: int) -> Path:
     return out / "runs" / regime / arm / f"seed{seed}.json"
 
@@ -235,6 +171,9 @@ def evaluate_segmentation(
     generator_overrides: dict[str, Any] | None = None,
     allow_generator_superset: bool = False, validation_fraction: float = 0.2,
     min_component_voxels: int = 0, settings_overrides: dict[str, Any] | None = None,
+    inpainter: str | Path | None = None,
+    train_inpainter: str | Path | MedganConfig | None = None,
+    inpainter_overrides: dict[str, Any] | None = None, inpaint_mask_source: str | None = None,
 ) -> SegmentationResult:
     """Run the downstream segmentation benchmark and write its report to ``out``.
 
@@ -262,25 +201,41 @@ def evaluate_segmentation(
         min_component_voxels: > 0 also reports metrics after dropping predicted components
             smaller than this (the same for every arm).
         settings_overrides: other :class:`BenchmarkSettings` fields (e.g. ``eval_every``).
+        inpainter: one inpainting checkpoint (``model.kind: inpaint``) for every regime's
+            ``real+aug+inpaint`` arm; checked like ``checkpoint``.
+        train_inpainter: a training config of ``model.kind: inpaint``: one inpainter per regime
+            on that regime's training patients (``inpainter_overrides`` as for the generator).
+        inpaint_mask_source: lesion shapes of the inpaint arm, ``"real"`` (the regime's
+            training masks, deformed) or ``"ellipsoid"``; None = the inpainter's config.
     """
-    arms = _check_arms(arms, checkpoint, config, train_generator)
+    arms = check_arms(arms, checkpoint, config, train_generator, inpainter, train_inpainter)
+    if inpaint_mask_source not in (None, "real", "ellipsoid"):
+        raise ConfigError(f"`inpaint_mask_source` must be real or ellipsoid, not "
+                          f"{inpaint_mask_source!r}")
     sizes = parse_train_cases(train_cases) if isinstance(train_cases, str) else list(train_cases)
     if seeds < 1:
         raise ConfigError(f"`seeds` must be a positive integer, not {seeds}")
     if threads is not None and threads < 1:
         raise ConfigError(f"`threads` must be a positive integer, not {threads}")
     dev = resolve_device(device)
-    generator, gen_config = None, None
+    generator, gen_config, inp, inp_config = None, None, None, None
     if checkpoint is not None:
         generator = load_generator(checkpoint, device=dev)
     elif train_generator is not None:
-        gen_config = generator_config(train_generator, generator_overrides)
-    cfg = _resolve_config(generator, config, gen_config)
-    settings = _settings(fast, iterations, generator or gen_config, cfg.spatial_dims,
+        gen_config = check_kind(generator_config(train_generator, generator_overrides),
+                                "dcgan", "train_generator")
+    if inpainter is not None:
+        inp = load_generator(inpainter, device=dev)
+    elif train_inpainter is not None:
+        inp_config = check_kind(generator_config(train_inpainter, inpainter_overrides),
+                                "inpaint", "train_inpainter")
+    cfg = resolve_config(generator, config, gen_config, inp, inp_config)
+    settings = benchmark_settings(fast, iterations,
+                                  generator or gen_config or inp or inp_config, cfg.spatial_dims,
                          {"validation_fraction": validation_fraction,
                           "min_component_voxels": min_component_voxels,
                           **(settings_overrides or {})})
-    ratios = _check_ratios(ratio, settings) if any(a in LESION_ARMS for a in arms) else []
+    ratios = check_ratios(ratio, settings) if any(a in LESION_ARMS for a in arms) else []
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:  # fail before loading any scan
         raise OutputError(f"{out}: output folder is not empty; pass `resume` to continue that "
@@ -288,7 +243,8 @@ def evaluate_segmentation(
 
     datalist = load_datalist(data)
     cases = load_cases(data, cfg, progress)
-    _check_channels(cases, generator, data)
+    check_channels(cases, generator, data)
+    check_channels(cases, inp, data)
     split = make_split([c["case_id"] for c in cases], sizes, settings.test_fraction, split_seed,
                        settings.validation_fraction)
     protocol = {
@@ -300,6 +256,11 @@ def evaluate_segmentation(
         "split_seed": split_seed, "train_cases": [str(s) for s in sizes], "split": split.to_dict(),
         "arms": arms, "ratios": ratios, "seeds": seeds, "command": command,
     }
+    if inp is not None or inp_config is not None:
+        protocol.update(
+            inpainter_config=inp_config.to_dict() if inp_config is not None else None,
+            inpainter_checkpoint_sha256=inp.checkpoint_sha256 if inp is not None else None,
+            inpaint_mask_source=inpaint_mask_source)
     old = _prepare_out(out, resume, protocol)
     previous = torch.get_num_threads()
     if threads is not None:
@@ -311,48 +272,17 @@ def evaluate_segmentation(
                                            device, allow_generator_superset, protocol,
                                            old.get("generators") or {}, progress)
             write_json_atomic(out / PROTOCOL, protocol)
-        return _run_all(out, cases, split, arms, ratios, seeds, cfg, settings, generators, dev,
-                        protocol, progress)
+        inpainters = {}
+        if any(a in INPAINT_ARMS for a in arms) or inp is not None:
+            inpainters = regime_generators(out, split, datalist, inp, inp_config, dev, device,
+                                           allow_generator_superset, protocol,
+                                           old.get("inpainters") or {}, progress, "inpainter")
+            write_json_atomic(out / PROTOCOL, protocol)
+        return _run_all(out, cases, split, arms, ratios, seeds, cfg, settings,
+                        {"generators": generators, "inpainters": inpainters,
+                         "mask_source": inpaint_mask_source}, dev, protocol, progress)
     finally:
         torch.set_num_threads(previous)
-
-
-def _settings(fast: bool, iterations: int | None, generator: Any, spatial_dims: int,
-              overrides: dict[str, Any]) -> BenchmarkSettings:
-    """Full or fast settings with the sizes that depend on the generator filled in.
-
-    ``generator``: a loaded generator, a generator config or None (patch 64)."""
-    try:
-        settings = (BenchmarkSettings.fast(**overrides) if fast
-                    else BenchmarkSettings(**overrides))
-    except TypeError as err:
-        raise ConfigError(f"unknown benchmark setting ({err})") from None
-    if iterations is not None:
-        settings = replace(settings, iterations=int(iterations))
-    if settings.patch_size is None:
-        size = (generator.data.patch_size if isinstance(generator, MedganConfig)
-                else generator.patch_size if generator is not None else 64)
-        settings = replace(settings, patch_size=int(size))
-    if settings.batch_size is None:
-        settings = replace(settings, batch_size=8 if spatial_dims == 2 else 2)
-    if settings.lesion_slots is None:
-        settings = replace(settings, lesion_slots=max(1, int(settings.batch_size) // 2))
-    if int(settings.patch_size) % (2 ** len(settings.strides)) != 0:
-        raise ConfigError(f"patch size {settings.patch_size} must be divisible by "
-                          f"{2 ** len(settings.strides)} (the UNet's downsampling)")
-    if settings.eval_every < 1 or settings.patience < 0 or settings.min_component_voxels < 0:
-        raise ConfigError("eval_every must be positive, patience and min_component_voxels "
-                          "non-negative")
-    return settings
-
-
-def _check_channels(cases: Sequence[dict[str, Any]], generator: Any, data: str | Path) -> None:
-    if generator is None:
-        return
-    channels = int(cases[0]["image"].shape[0])
-    if channels != generator.image_channels:
-        raise DataError(f"{data}: images have {channels} channel(s) but the generator makes "
-                        f"{generator.image_channels}")
 
 
 def _jobs(split: Split, arms: Sequence[str], ratios: Sequence[float], seeds: int
@@ -364,7 +294,7 @@ def _jobs(split: Split, arms: Sequence[str], ratios: Sequence[float], seeds: int
 
 def _run_all(out: Path, cases: list[dict[str, Any]], split: Split, arms: list[str],
              ratios: list[float], seeds: int, cfg: MedganConfig, settings: BenchmarkSettings,
-             generators: dict[str, Any], dev: torch.device, protocol: dict[str, Any],
+             networks: dict[str, Any], dev: torch.device, protocol: dict[str, Any],
              progress: bool) -> SegmentationResult:
     by_id = {c["case_id"]: c for c in cases}
     test_cases = [by_id[cid] for cid in split.test]
@@ -373,7 +303,7 @@ def _run_all(out: Path, cases: list[dict[str, Any]], split: Split, arms: list[st
     prepared = {cid: prepare_training_case(by_id[cid], roi)
                 for ids in split.regimes.values() for cid in ids}
     runs, examples, skipped = [], {}, 0
-    factories: dict[str, _ArmFactory] = {}
+    factories: dict[str, ArmFactory] = {}
     bar = tqdm(_jobs(split, arms, ratios, seeds), desc="segmentation runs", unit="run",
                disable=not progress)
     for regime, arm, ratio, seed in bar:
@@ -386,8 +316,10 @@ def _run_all(out: Path, cases: list[dict[str, Any]], split: Split, arms: list[st
         else:
             train_items = [prepared[cid] for cid in split.regimes[regime]]
             if regime not in factories:
-                factories[regime] = _ArmFactory(generators.get(regime), train_items,
-                                                cfg.spatial_dims)
+                factories[regime] = ArmFactory(
+                    networks["generators"].get(regime), train_items, cfg.spatial_dims,
+                    networks["inpainters"].get(regime),
+                    by_id[split.regimes[regime][0]]["spacing_mm"], networks["mask_source"])
             run_settings = replace(settings, ratio=ratio or 0.0)
             val_cases = [by_id[cid] for cid in split.validation.get(regime, ())]
             result, ex = run_one(arm, seed, train_items, test_cases, cfg.spatial_dims,
