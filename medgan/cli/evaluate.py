@@ -131,6 +131,9 @@ def evaluate_group() -> None:
               help="auto = CUDA when available, else CPU.")
 @click.option("--seed", type=click.IntRange(min=0), default=0,
               help="Seed of the patient split (test patients and regime membership).")
+@click.option("--inference-threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads while segmenting validation and test scans (the predictions "
+                   "do not depend on it). Default: the usable cores.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @threads_option(fallback=1)  # 1: the same numbers on any machine
 def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
@@ -143,7 +146,8 @@ def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
                               ratio_text: str, arms: str | None, validation_fraction: float,
                               min_component_voxels: int, fast: bool, iterations: int | None,
                               eval_every: int | None, patience: int | None, resume: bool,
-                              device: str, seed: int, progress: bool) -> None:
+                              device: str, seed: int, inference_threads: int | None,
+                              progress: bool) -> None:
     """Train a MONAI UNet per arm, ratio, seed and training regime; compare arms on held-out
     patients.
 
@@ -179,7 +183,8 @@ def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
         allow_generator_superset=allow_generator_superset,
         validation_fraction=validation_fraction, min_component_voxels=min_component_voxels,
         settings_overrides=extra, inpainter=inpainter, train_inpainter=train_inpainter,
-        inpainter_overrides=inp_overrides, inpaint_mask_source=inpaint_mask_source)
+        inpainter_overrides=inp_overrides, inpaint_mask_source=inpaint_mask_source,
+        inference_threads=inference_threads)
     click.echo(f"{result.n_runs} runs ({result.n_skipped} resumed)")
     click.echo(f"report: {result.report_md}")
 

@@ -174,6 +174,7 @@ def evaluate_segmentation(
     inpainter: str | Path | None = None,
     train_inpainter: str | Path | MedganConfig | None = None,
     inpainter_overrides: dict[str, Any] | None = None, inpaint_mask_source: str | None = None,
+    inference_threads: int | None = None,
 ) -> SegmentationResult:
     """Run the downstream segmentation benchmark and write its report to ``out``.
 
@@ -207,6 +208,8 @@ def evaluate_segmentation(
             on that regime's training patients (``inpainter_overrides`` as for the generator).
         inpaint_mask_source: lesion shapes of the inpaint arm, ``"real"`` (the regime's
             training masks, deformed) or ``"ellipsoid"``; None = the inpainter's config.
+        inference_threads: torch CPU threads while segmenting validation and test scans (the
+            logits do not depend on it); None = the usable cores.
     """
     arms = check_arms(arms, checkpoint, config, train_generator, inpainter, train_inpainter)
     if inpaint_mask_source not in (None, "real", "ellipsoid"):
@@ -215,8 +218,13 @@ def evaluate_segmentation(
     sizes = parse_train_cases(train_cases) if isinstance(train_cases, str) else list(train_cases)
     if seeds < 1:
         raise ConfigError(f"`seeds` must be a positive integer, not {seeds}")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"`threads` must be a positive integer, not {threads}")
+    for name, value in (("threads", threads), ("inference_threads", inference_threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"`{name}` must be a positive integer, not {value}")
+    if inference_threads is None:
+        from medgan.threads import usable_cores
+
+        inference_threads = usable_cores()
     dev = resolve_device(device)
     generator, gen_config, inp, inp_config = None, None, None, None
     if checkpoint is not None:
@@ -280,7 +288,8 @@ def evaluate_segmentation(
             write_json_atomic(out / PROTOCOL, protocol)
         return _run_all(out, cases, split, arms, ratios, seeds, cfg, settings,
                         {"generators": generators, "inpainters": inpainters,
-                         "mask_source": inpaint_mask_source}, dev, protocol, progress)
+                         "mask_source": inpaint_mask_source,
+                         "inference_threads": inference_threads}, dev, protocol, progress)
     finally:
         torch.set_num_threads(previous)
 
@@ -323,7 +332,8 @@ def _run_all(out: Path, cases: list[dict[str, Any]], split: Split, arms: list[st
             run_settings = replace(settings, ratio=ratio or 0.0)
             val_cases = [by_id[cid] for cid in split.validation.get(regime, ())]
             result, ex = run_one(arm, seed, train_items, test_cases, cfg.spatial_dims,
-                                 run_settings, dev, factories[regime], examples_at, val_cases)
+                                 run_settings, dev, factories[regime], examples_at, val_cases,
+                                 networks["inference_threads"])
             result.update(regime=regime, run=name)
             path.parent.mkdir(parents=True, exist_ok=True)
             _save_examples(path.with_suffix(".npz"), ex)

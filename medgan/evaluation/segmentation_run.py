@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -175,14 +176,36 @@ def body_box(image: torch.Tensor, margin: int = 4) -> tuple[slice, ...]:
 @torch.no_grad()
 def segment_volume(net: torch.nn.Module, image: torch.Tensor, spatial_dims: int, patch_size: int,
                    settings: BenchmarkSettings, device: torch.device,
-                   slices_per_batch: int = 32) -> np.ndarray:
+                   slices_per_batch: int = 32, threads: int | None = None) -> np.ndarray:
     """Binary prediction ``(X, Y, Z)`` for a whole scan ``(C, X, Y, Z)``.
 
     Sliding-window inference (Gaussian blending) over the body's bounding box; voxels outside
     it are background. 2D networks segment every axial slice of the box, the windows of
     ``slices_per_batch`` slices at a time (:func:`sliding_window_slices`; the same logits as
-    MONAI's ``sliding_window_inference`` on those slices).
+    MONAI's ``sliding_window_inference`` on those slices). ``threads``: torch CPU threads
+    for this call (None = the current setting); the logits do not depend on it.
     """
+    with inference_threads(threads):
+        return _segment_volume(net, image, spatial_dims, patch_size, settings, device,
+                               slices_per_batch)
+
+
+@contextmanager
+def inference_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (None = unchanged), then restore."""
+    previous = torch.get_num_threads()
+    if threads is not None and threads != previous:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+def _segment_volume(net: torch.nn.Module, image: torch.Tensor, spatial_dims: int,
+                    patch_size: int, settings: BenchmarkSettings, device: torch.device,
+                    slices_per_batch: int) -> np.ndarray:
     from monai.inferers import sliding_window_inference
 
     from medgan.evaluation.sliding_window import sliding_window_slices
@@ -209,14 +232,14 @@ def segment_volume(net: torch.nn.Module, image: torch.Tensor, spatial_dims: int,
 
 def _score(net: torch.nn.Module, cases: Sequence[Mapping[str, Any]], spatial_dims: int,
            settings: BenchmarkSettings, device: torch.device,
-           example_slices: Sequence[tuple[str, int]] = ()
+           example_slices: Sequence[tuple[str, int]] = (), threads: int | None = None
            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, np.ndarray]]:
     """Per-case metrics (raw; post-processed when ``min_component_voxels`` > 0) and the
     predicted example slices (raw)."""
     raw, post, examples = [], [], {}
     for case in cases:
         pred = segment_volume(net, case["image"], spatial_dims, int(settings.patch_size),
-                              settings, device)
+                              settings, device, threads=threads)
         gt = torch.as_tensor(case["label"])[0].numpy().astype(bool)
         raw.append({"case_id": case["case_id"],
                     **case_metrics(pred, gt, case["spacing_mm"]).to_dict()})
@@ -231,12 +254,13 @@ def _score(net: torch.nn.Module, cases: Sequence[Mapping[str, Any]], spatial_dim
 
 
 def validation_dice(net: torch.nn.Module, cases: Sequence[Mapping[str, Any]], spatial_dims: int,
-                    settings: BenchmarkSettings, device: torch.device) -> float:
+                    settings: BenchmarkSettings, device: torch.device,
+                    threads: int | None = None) -> float:
     """Mean raw Dice of ``net`` on whole validation scans."""
     scores = []
     for case in cases:
         pred = segment_volume(net, case["image"], spatial_dims, int(settings.patch_size),
-                              settings, device)
+                              settings, device, threads=threads)
         scores.append(dice_score(pred, torch.as_tensor(case["label"])[0].numpy() > 0))
     return float(np.mean(scores))
 
@@ -246,14 +270,15 @@ def run_one(
     spatial_dims: int, settings: BenchmarkSettings, device: torch.device,
     make_arm: Callable[[str, int, BenchmarkSettings], tuple[Any, Any]],
     example_slices: Sequence[tuple[str, int]],
-    val_cases: Sequence[Mapping[str, Any]] = (),
+    val_cases: Sequence[Mapping[str, Any]] = (), inference_threads: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Train under ``arm`` with ``seed`` (at ``settings.ratio``); score every test case.
 
     ``make_arm(arm, seed, settings)`` returns ``(arm_transform, synthetic_pool)``; with
     ``val_cases`` training follows the validation rule (:func:`train_unet`). Returns the
     JSON-able result and the predicted axial slices named in ``example_slices``
-    (``"<case_id>/<z>"`` -> ``(X, Y)`` bool).
+    (``"<case_id>/<z>"`` -> ``(X, Y)`` bool). ``inference_threads``: torch threads while
+    segmenting validation and test scans (None = the training setting).
     """
     arm_transform, synthetic = make_arm(arm, seed, settings)
     stream = PatchStream(train_items, spatial_dims, int(settings.patch_size), settings, seed,
@@ -263,12 +288,13 @@ def run_one(
     in_channels = int(train_items[0]["image"].shape[0])
     net = build_unet(spatial_dims, in_channels, settings).to(device)
     validate = (None if not val_cases else
-                (lambda: validation_dice(net, val_cases, spatial_dims, settings, device)))
+                (lambda: validation_dice(net, val_cases, spatial_dims, settings, device,
+                                         inference_threads)))
     t0 = time.perf_counter()
     log = train_unet(net, stream, settings, device, validate)
     t1 = time.perf_counter()
     per_case, post, examples = _score(net, test_cases, spatial_dims, settings, device,
-                                      example_slices)
+                                      example_slices, inference_threads)
     tail = log.losses[-10:]
     result = {
         "arm": arm, "seed": seed, "ratio": float(stream.ratio),

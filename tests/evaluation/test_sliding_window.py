@@ -86,3 +86,48 @@ def test_segment_volume_predictions_equal_the_previous_path(net):
 def test_scan_interval_follows_monai():
     assert scan_interval((100, 64), (64, 64), 0.25) == (48, 64)
     assert scan_interval((100, 100), (2, 2), 0.75) == (1, 1)
+
+
+class CountingNet(torch.nn.Module):
+    """Wraps a network and counts the windows it is given."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.windows = net, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.windows += len(x)
+        return self.net(x)
+
+
+def test_constant_windows_are_predicted_once_with_the_same_logits(net):
+    """Slices above and below the body and the box corners hold background only: they are
+    predicted once per scan, and the logits stay MONAI's to the bit."""
+    image = scan((90, 80, 6))
+    slices = torch.cat([torch.full((3, 1, 90, 80), BACKGROUND), image.permute(3, 0, 1, 2),
+                        torch.full((3, 1, 90, 80), BACKGROUND)])
+    counting = CountingNet(net)
+    expected = reference_logits(net, slices, 32, 16, 0.25, 32)
+    got = sliding_window_slices(counting, slices, 32, 16, 0.25, BACKGROUND,
+                                torch.device("cpu"))
+    full = CountingNet(net)
+    sliding_window_slices(full, slices, 32, 16, 0.25, BACKGROUND, torch.device("cpu"),
+                          skip_constant=False)
+    assert torch.equal(got, expected)
+    assert full.windows == 12 * 12  # 4 x 3 windows per slice
+    assert counting.windows <= 6 * 12 + 16  # the empty slices' windows: one batch in all
+
+
+def test_inference_threads_give_the_same_logits(net):
+    """segment_volume's ``threads`` changes the CPU threads, not a single logit."""
+    slices = scan((90, 80, 8), seed=5).permute(3, 0, 1, 2)
+    previous = torch.get_num_threads()
+    one = sliding_window_slices(net, slices, 32, 16, 0.25, BACKGROUND, torch.device("cpu"))
+    from medgan.evaluation.segmentation_run import inference_threads
+
+    with inference_threads(2):
+        assert torch.get_num_threads() == 2
+        two = sliding_window_slices(net, slices, 32, 16, 0.25, BACKGROUND,
+                                    torch.device("cpu"))
+    assert torch.get_num_threads() == previous
+    assert torch.equal(one, two)
