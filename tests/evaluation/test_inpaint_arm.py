@@ -143,3 +143,40 @@ def test_insert_arm_stays_in_model_space(tiny_checkpoint) -> None:
         assert not (new & ~ctx["foreground"]).any()  # the whole lesion inside the patch body
         changed += int(not torch.equal(image, ctx["image"]))
     assert changed > 0
+
+
+def test_3d_inpaint_arm_end_to_end(tmp_path) -> None:
+    """A 3D inpainter trained per regime inside the benchmark; its arm adds lesions to 3D
+    patches at the asked share."""
+    import nibabel as nib
+    from helpers_data import phantom_arrays
+
+    from medgan.config import config_from_dict
+    from medgan.evaluation import evaluate_segmentation
+
+    entries = []
+    for i in range(6):  # deep enough for 32^3 patches (half a patch at least)
+        image, label, _ = phantom_arrays((48, 48, 20), lesion_radius_mm=5.0, seed=i,
+                                         lesion_center=(18 + 3 * i, 22, 10))
+        for name, arr in (("image", image), ("label", label)):
+            nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / f"{name}{i}.nii.gz"))
+        entries.append({"image": f"image{i}.nii.gz", "label": f"label{i}.nii.gz"})
+    data = tmp_path / "dataset.json"
+    data.write_text(json.dumps({"training": entries}), encoding="utf-8")
+
+    inpaint = config_from_dict({
+        "modality": "ct", "spatial_dims": 3,
+        "data": {"patch_size": 32, "spacing_mm": [1.0, 1.0, 1.0], "patches_per_case": 4,
+                 "min_lesion_voxels": 5},
+        "model": {"kind": "inpaint", "ngf": 4, "ndf": 4},
+        "inpaint": {"erase_margin_mm": 2, "blob_radius_mm": [2, 4]},
+        "train": {"steps": 2, "batch_size": 2, "log_every": 1, "sample_every": 2,
+                  "checkpoint_every": 2}})
+    result = evaluate_segmentation(data, tmp_path / "out", train_inpainter=inpaint,
+                                   fast=True, seeds=1, train_cases="all", iterations=4,
+                                   device="cpu", ratio=0.25,
+                                   arms=["real+aug", "real+aug+inpaint"], progress=False)
+    stats = result.summary["all"]["real+aug+inpaint@0.25"]
+    assert stats["n_units"] == 2 and abs(stats["added_lesion_fraction"] - 0.25) < 0.01
+    protocol = json.loads((tmp_path / "out" / "protocol.json").read_text())
+    assert protocol["config"]["spatial_dims"] == 3 and set(protocol["inpainters"]) == {"all"}
