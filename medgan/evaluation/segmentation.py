@@ -73,9 +73,12 @@ PROTOCOL = "protocol.json"
 #: protocol entries that may differ between a benchmark and its resume
 RESUMABLE_KEYS = ("arms", "ratios", "seeds", "command", "generators", "generator_warnings",
                   "inpainters", "inpainter_warnings")
-#: entries a resume may add when the resumed benchmark has none (an inpainter for a new arm);
-#: once there, they must match
-ADDABLE_KEYS = ("inpainter_config", "inpainter_checkpoint_sha256", "inpaint_mask_source")
+#: entries a resume may add when the resumed benchmark has none (a generator or an inpainter
+#: for new arms); once set, they must match
+#: records of a resumed benchmark's networks, kept when this resume does not use them
+CARRIED_KEYS = ("generators", "generator_warnings", "inpainters", "inpainter_warnings")
+ADDABLE_KEYS = ("generator_config", "checkpoint_sha256", "inpainter_config",
+                "inpainter_checkpoint_sha256", "inpaint_mask_source")
 
 
 @dataclass
@@ -104,8 +107,8 @@ def _prepare_out(out: Path, resume: bool, protocol: dict[str, Any]) -> dict[str,
         old = json.loads(old_path.read_text(encoding="utf-8")) if old_path.is_file() else {}
         if old:
             for key in sorted(set(old) | set(protocol)):
-                if key in ADDABLE_KEYS and key not in old:
-                    continue
+                if key in ADDABLE_KEYS and (old.get(key) is None or protocol.get(key) is None):
+                    continue  # added now, or not needed by this resume's arms
                 if key not in RESUMABLE_KEYS and old.get(key) != protocol.get(key):
                     raise ConfigError(f"{out}: `resume` with a different {key!r} than the "
                                       "benchmark being resumed; use a new `out`")
@@ -113,6 +116,9 @@ def _prepare_out(out: Path, resume: bool, protocol: dict[str, Any]) -> dict[str,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"{out}: cannot create the output folder ({err.strerror})") from None
+    for key in (*ADDABLE_KEYS, *CARRIED_KEYS):  # keep what earlier arms used
+        if protocol.get(key) is None and old.get(key) is not None:
+            protocol[key] = old[key]
     write_json_atomic(out / PROTOCOL, protocol)
     return old if resume else {}
 
@@ -268,7 +274,8 @@ def evaluate_segmentation(
         protocol.update(
             inpainter_config=inp_config.to_dict() if inp_config is not None else None,
             inpainter_checkpoint_sha256=inp.checkpoint_sha256 if inp is not None else None,
-            inpaint_mask_source=inpaint_mask_source)
+            inpaint_mask_source=inpaint_mask_source or (
+                inp_config if inp_config is not None else inp.config).inpaint.mask_source)
     old = _prepare_out(out, resume, protocol)
     previous = torch.get_num_threads()
     if threads is not None:
@@ -288,7 +295,7 @@ def evaluate_segmentation(
             write_json_atomic(out / PROTOCOL, protocol)
         return _run_all(out, cases, split, arms, ratios, seeds, cfg, settings,
                         {"generators": generators, "inpainters": inpainters,
-                         "mask_source": inpaint_mask_source,
+                         "mask_source": protocol.get("inpaint_mask_source"),
                          "inference_threads": inference_threads}, dev, protocol, progress)
     finally:
         torch.set_num_threads(previous)

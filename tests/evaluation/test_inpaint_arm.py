@@ -90,6 +90,19 @@ def test_resume_with_another_mask_source_is_refused(added_arm: Path, phantom_dat
     assert result.exit_code == 2 and "inpaint_mask_source" in result.output
 
 
+def test_a_generator_can_be_added_on_resume(added_arm: Path, phantom_data, inpaint_config,
+                                            tmp_path) -> None:
+    gen_yaml = tmp_path / "gen.yaml"
+    gen_yaml.write_text(INPAINT_YAML.replace("kind: inpaint, ", ""), encoding="utf-8")
+    result = invoke(*args(phantom_data, added_arm, "--config", inpaint_config,
+                          "--train-generator", gen_yaml, "--generator-steps", "2",
+                          "--arms", "real+aug,real+aug+insert", "--resume"))
+    assert result.exit_code == 0, result.output
+    assert "4 runs (2 resumed)" in result.output
+    protocol = json.loads((added_arm / "protocol.json").read_text())
+    assert set(protocol["generators"]) == {"3", "all"} and protocol["inpaint_mask_source"] == "real"
+
+
 def test_inpaint_arm_needs_an_inpainter_of_the_inpaint_kind(phantom_data, inpaint_config,
                                                             tmp_path) -> None:
     result = invoke(*args(phantom_data, tmp_path / "a", "--config", inpaint_config, "--arms",
