@@ -136,7 +136,7 @@ def test_quick_inference_section(tmp_path):
         assert config["seconds_median"] > 0 and config["speedup_vs_reference"] > 0
         assert config["logits_equal"] and config["predictions_equal"]
     assert scan["segment_volume_equal"] and scan["identical"]
-    assert 0 < scan["foreground_voxels"]
+    assert scan["foreground_voxels"] > 0
     (check,) = data["checks"]
     assert check["target"] == ">= 3" and isinstance(check["passed"], bool)
     assert ("PASS  " if check["passed"] else "FAIL  ") + check["name"] in done.stdout
