@@ -127,14 +127,33 @@ def _infer(config: str, net: Any, crop: Any, settings: Any) -> Any:
                                      skip_constant="skip" in config)
 
 
+def body_box_v01(image: Any, margin: int = 4) -> tuple[slice, ...]:
+    """medgan 0.1's ``body_box``, verbatim (the reference path's)."""
+    import torch
+
+    from medgan.evaluation.segmentation_run import BACKGROUND
+
+    body = image.amax(0) > BACKGROUND + 1e-3
+    if not body.any():
+        return tuple(slice(0, 0) for _ in body.shape)
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = torch.nonzero(body.any(dim=other[1]).any(dim=other[0])).flatten()
+        pad = margin if axis < 2 else 0
+        box.append(slice(max(0, int(idx[0]) - pad), min(body.shape[axis], int(idx[-1]) + 1 + pad)))
+    return tuple(box)
+
+
 def segment(config: str, net: Any, image: Any, settings: Any) -> tuple[Any, Any]:
-    """Whole-scan inference as ``segment_volume`` runs it: (crop logits, binary ``(X, Y, Z)``)."""
+    """Whole-scan inference as ``segment_volume`` runs it: (crop logits, binary ``(X, Y, Z)``);
+    the reference with 0.1's ``body_box``, the others with medgan's."""
     import numpy as np
 
     from medgan.evaluation.segmentation_run import body_box
 
     out = np.zeros(image.shape[1:], dtype=bool)
-    box = body_box(image)
+    box = body_box_v01(image) if config == "reference" else body_box(image)
     crop = image[(slice(None), *box)].permute(3, 0, 1, 2)  # (Z, C, X, Y)
     logits = _infer(config, net, crop, settings)
     out[box] = (logits[:, 0] > 0).permute(1, 2, 0).numpy()
@@ -164,6 +183,8 @@ def measure_scan(scan: dict[str, Any], net: Any, settings: Any, repeats: int,
 
     image = scan["image"]
     box = body_box(image)
+    if box != body_box_v01(image):
+        raise AssertionError(f"{scan['name']}: body_box differs from 0.1's")
     ref_logits, ref_pred = segment("reference", net, image, settings)
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     for r in range(repeats):
