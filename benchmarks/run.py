@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--device auto|cpu|cuda] [--quick] [--out FILE.json]
     python benchmarks/run.py --only contention      # CPU throughput next to a competitor
+    python benchmarks/run.py --only inference       # segmentation inference, 0.1 path vs now
 
 Prints a table and the target checks (PASS/FAIL) and writes everything, with the machine
 description, to a JSON file (default ``benchmarks/results/<device>-<time>.json``). ``--quick``
@@ -25,8 +26,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 SCHEMA = "medgan-benchmark/1"
-SECTIONS = ("train", "data", "sample", "memory", "contention")
-DEFAULT_SECTIONS = ("train", "data", "sample", "memory")  # contention only when asked for
+SECTIONS = ("train", "data", "sample", "memory", "contention", "inference")
+DEFAULT_SECTIONS = ("train", "data", "sample", "memory")  # contention, inference when asked for
 #: Per mode: (spatial_dims, patch_size, batch_size, width) of each training comparison.
 TRAIN_CASES = {"quick": [(2, 32, 8, 8), (3, 32, 2, 4)], "full": [(2, 64, 64, 64), (3, 32, 64, 64)]}
 #: warm-up steps, timed steps, repeats.
@@ -38,6 +39,7 @@ SAMPLING_TARGET = 0.5  # end to end >= half the bare forward throughput
 CONTENTION_TARGET = 0.4  # loaded / quiet throughput next to one CPU-bound competitor
 #: Per mode: (timed training steps, samples, repeats) of the contention runs.
 CONTENTION = {"quick": (2, 16, 1), "full": (60, 1024, 3)}
+INFERENCE_TARGET = 3.0  # best medgan configuration / the 0.1 path, seconds per scan
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -119,6 +121,15 @@ def run_contention(args: argparse.Namespace, mode: str, device: Any) -> list[dic
                 measure("sample", repeats, ["--checkpoint", str(ckpt), "--n", str(n)])]
 
 
+def run_inference(args: argparse.Namespace, mode: str, device: Any) -> list[dict[str, Any]]:
+    from bench_inference import measure
+
+    if device.type != "cpu":
+        print("[inference] CPU only; skipped on", device, file=sys.stderr)
+        return []
+    return measure(quick=args.quick, repeats=args.repeats)
+
+
 def checks(results: dict[str, Any], tolerance: float) -> list[dict[str, Any]]:
     """The targets: training parity with plain PyTorch, data pipeline, sampling overhead."""
     out = []
@@ -151,6 +162,14 @@ def checks(results: dict[str, Any], tolerance: float) -> list[dict[str, Any]]:
                                 "loaded / quiet", "target": f">= {CONTENTION_TARGET:g}",
                         "value": value, "passed": value is not None
                         and value >= CONTENTION_TARGET})
+    for scan in results.get("inference", []):
+        best = max((c for c in scan["configs"] if c != "reference"),
+                   key=lambda c: scan["configs"][c]["speedup_vs_reference"])
+        value = scan["configs"][best]["speedup_vs_reference"]
+        out.append({"name": f"inference {scan['name']}: 0.1 path / "
+                            f"{best} seconds per scan, identical predictions",
+                    "target": f">= {INFERENCE_TARGET:g}", "value": value,
+                    "passed": scan["identical"] and value >= INFERENCE_TARGET})
     return out
 
 
@@ -175,6 +194,15 @@ def _contention_line(c: dict[str, Any]) -> str:
                        for k, v in c["ratio_loaded_vs_quiet"].items())
     unit = "images/s" if c["kind"] == "train" else "samples/s"
     return f"contention {c['kind']}: " + " | ".join(parts) + f" {unit}; {ratios}"
+
+
+def _inference_line(scan: dict[str, Any]) -> str:
+    """Median seconds per scan and speed-up of every configuration, and the equality check."""
+    parts = [f"{name} {_fmt(c['seconds_median'])} s (x{_fmt(c['speedup_vs_reference'])})"
+             for name, c in scan["configs"].items()]
+    box = "x".join(str(s) for s in scan["body_box"])
+    return (f"inference {scan['name']} (box {box}): " + " | ".join(parts)
+            + f"; identical logits and predictions: {scan['identical']}")
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -215,6 +243,8 @@ def print_table(results: dict[str, Any]) -> None:
               f"{_fmt(mem['cuda_max_allocated_mib'])} MiB")
     for c in results.get("contention", []):
         print(_contention_line(c))
+    for scan in results.get("inference", []):
+        print(_inference_line(scan))
     for c in results["checks"]:
         print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {_fmt(c['value'])} "
               f"(target {c['target']})")
@@ -222,6 +252,10 @@ def print_table(results: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if "inference" in args.only.split(","):  # OpenMP reads it once, when torch loads
+        from medgan.threads import prefer_passive_wait
+
+        prefer_passive_wait()  # sleeping waits, as every medgan command (see medgan.threads)
     import torch
 
     from medgan.devices import resolve_device
@@ -241,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = args.only.split(",")
     runners = {"train": ("training", run_train), "data": ("data", run_data),
                "sample": ("sampling", run_sample), "memory": ("memory", run_memory),
-               "contention": ("contention", run_contention)}
+               "contention": ("contention", run_contention),
+               "inference": ("inference", run_inference)}
     for section in SECTIONS:
         if section in sections:
             key, runner = runners[section]

@@ -115,3 +115,29 @@ def test_quick_contention_section(tmp_path):
             assert len(ratio["per_repeat"]) == 1 and ratio["median"] > 0
     assert len(data["checks"]) == 4
     assert "contention train: quiet" in done.stdout and "contention sample: quiet" in done.stdout
+
+
+def test_quick_inference_section(tmp_path):
+    """``--only inference --quick``: the tiny phantom under every configuration, seconds per
+    scan, speed-ups, logits and predictions identical to the 0.1 path, and its check."""
+    out = tmp_path / "inference.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--device", "cpu",
+         "--only", "inference", "--out", str(out)],
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    data = json.loads(out.read_text())
+    assert set(data["machine"]) >= MACHINE
+    (scan,) = data["inference"]  # quick: the phantom only
+    assert scan["source"] == "phantom" and scan["repeats"] == 1
+    assert list(scan["configs"])[:3] == ["reference", "stack", "stack+skip"]
+    for config in scan["configs"].values():
+        assert config["seconds_median"] > 0 and config["speedup_vs_reference"] > 0
+        assert config["logits_equal"] and config["predictions_equal"]
+    assert scan["segment_volume_equal"] and scan["identical"]
+    assert scan["foreground_voxels"] > 0
+    (check,) = data["checks"]
+    assert check["target"] == ">= 3" and isinstance(check["passed"], bool)
+    assert ("PASS  " if check["passed"] else "FAIL  ") + check["name"] in done.stdout
+    assert "identical logits and predictions: True" in done.stdout

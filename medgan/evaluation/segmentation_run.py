@@ -161,13 +161,14 @@ def train_unet(net: torch.nn.Module, stream: PatchStream, settings: BenchmarkSet
 def body_box(image: torch.Tensor, margin: int = 4) -> tuple[slice, ...]:
     """Bounding box ``(X, Y, Z)`` of the non-background voxels of ``(C, X, Y, Z)``, plus
     ``margin`` in-plane (nnU-Net likewise crops scans to their non-zero region)."""
-    body = image.amax(0) > BACKGROUND + 1e-3
+    image = torch.as_tensor(image)
+    top = image[0] if image.shape[0] == 1 else image.amax(0)  # amax over 1 channel: a copy
+    body = (top > BACKGROUND + 1e-3).cpu().numpy()  # numpy's any: 10x faster than torch's here
     if not body.any():
         return tuple(slice(0, 0) for _ in body.shape)
     box = []
     for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = torch.nonzero(body.any(dim=other[1]).any(dim=other[0])).flatten()
+        idx = np.flatnonzero(body.any(axis=tuple(a for a in range(3) if a != axis)))
         pad = margin if axis < 2 else 0
         box.append(slice(max(0, int(idx[0]) - pad), min(body.shape[axis], int(idx[-1]) + 1 + pad)))
     return tuple(box)

@@ -131,3 +131,35 @@ def test_inference_threads_give_the_same_logits(net):
                                     torch.device("cpu"))
     assert torch.get_num_threads() == previous
     assert torch.equal(one, two)
+
+
+def body_box_v01(image: torch.Tensor, margin: int = 4) -> tuple[slice, ...]:
+    """medgan 0.1's body_box (torch reductions), verbatim."""
+    body = image.amax(0) > BACKGROUND + 1e-3
+    if not body.any():
+        return tuple(slice(0, 0) for _ in body.shape)
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = torch.nonzero(body.any(dim=other[1]).any(dim=other[0])).flatten()
+        pad = margin if axis < 2 else 0
+        box.append(slice(max(0, int(idx[0]) - pad), min(body.shape[axis], int(idx[-1]) + 1 + pad)))
+    return tuple(box)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_body_box_equals_the_previous_one(channels):
+    """Random boxes (touching the edges too), empty scans, NaN voxels, 1 and 2 channels."""
+    g = torch.Generator().manual_seed(channels)
+    for trial in range(40):
+        image = torch.full((channels, 30, 25, 12), BACKGROUND)
+        if trial % 10:  # every tenth scan stays empty
+            lo = [int(torch.randint(0, s, (1,), generator=g)) for s in image.shape[1:]]
+            hi = [int(torch.randint(a + 1, s + 1, (1,), generator=g))
+                  for a, s in zip(lo, image.shape[1:], strict=True)]
+            c = int(torch.randint(0, channels, (1,), generator=g))
+            image[c, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = torch.rand(
+                hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2], generator=g)
+        if trial % 7 == 3:
+            image[0, 0, 0, 0] = float("nan")
+        assert body_box(image) == body_box_v01(image), trial
