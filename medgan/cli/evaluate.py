@@ -117,6 +117,11 @@ def evaluate_group() -> None:
 @click.option("--min-component-voxels", type=click.IntRange(min=0), default=0,
               help="Also report metrics after dropping predicted components smaller than "
                    "this (0 = off), identically for every arm.")
+@click.option("--placement-range", type=(float, float), default=None, metavar="LOW HIGH",
+              help="Lesion-adding arms place lesions only on body voxels whose first channel "
+                   "lies in this range, in model units [-1, 1] after the config's intensity "
+                   "mapping (e.g. -1 -0.6 = 0..50 of an 8-bit lung window: lung parenchyma). "
+                   "Default: anywhere in the body.")
 @click.option("--fast", is_flag=True, default=False,
               help="Tiny UNet, 30 iterations (smoke test; numbers are not meaningful).")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
@@ -144,7 +149,9 @@ def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
                               checkpoint: Path | None, allow_generator_superset: bool,
                               config_path: Path | None, out: Path, train_cases: str, seeds: int,
                               ratio_text: str, arms: str | None, validation_fraction: float,
-                              min_component_voxels: int, fast: bool, iterations: int | None,
+                              min_component_voxels: int,
+                              placement_range: tuple[float, float] | None, fast: bool,
+                              iterations: int | None,
                               eval_every: int | None, patience: int | None, resume: bool,
                               device: str, seed: int, inference_threads: int | None,
                               progress: bool) -> None:
@@ -172,8 +179,8 @@ def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
         inp_overrides["train.steps"] = inpainter_steps
     if arms is None:  # the default arms whose networks are given
         arms = ",".join(_default_arms(train_generator or checkpoint, train_inpainter or inpainter))
-    extra = {k: v for k, v in (("eval_every", eval_every), ("patience", patience))
-             if v is not None}
+    extra = {k: v for k, v in (("eval_every", eval_every), ("patience", patience),
+                               ("placement_range", placement_range)) if v is not None}
     result = evaluate_segmentation(
         data, out, checkpoint=checkpoint, config=_eval_config(config_path),
         train_cases=train_cases, seeds=seeds, ratio=_ratios(ratio_text),

@@ -90,6 +90,15 @@ def resolve_config(generator: Any, config: MedganConfig | None,
     return chosen
 
 
+def normalised_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A recorded ``settings`` dict with the fields added since it was written at their
+    defaults (so a benchmark started by an older medgan resumes)."""
+    try:
+        return BenchmarkSettings(**settings).to_dict()
+    except TypeError:
+        return settings
+
+
 def benchmark_settings(fast: bool, iterations: int | None, generator: Any, spatial_dims: int,
                        overrides: dict[str, Any]) -> BenchmarkSettings:
     """Full or fast settings with the sizes that depend on the generator filled in.
@@ -113,6 +122,12 @@ def benchmark_settings(fast: bool, iterations: int | None, generator: Any, spati
     if int(settings.patch_size) % (2 ** len(settings.strides)) != 0:
         raise ConfigError(f"patch size {settings.patch_size} must be divisible by "
                           f"{2 ** len(settings.strides)} (the UNet's downsampling)")
+    if settings.placement_range is not None:
+        low, high = (float(v) for v in settings.placement_range)
+        if not -1.0 <= low < high <= 1.0:
+            raise ConfigError(f"`placement_range` must be (low, high) with -1 <= low < high <= 1 "
+                              f"(model units), not {tuple(settings.placement_range)}")
+        settings = replace(settings, placement_range=(low, high))
     if settings.eval_every < 1 or settings.patience < 0 or settings.min_component_voxels < 0:
         raise ConfigError("eval_every must be positive, patience and min_component_voxels "
                           "non-negative")

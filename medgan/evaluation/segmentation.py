@@ -55,6 +55,7 @@ from medgan.evaluation.benchmark_options import (
     check_channels,
     check_kind,
     check_ratios,
+    normalised_settings,
     resolve_config,
 )
 from medgan.evaluation.generators import generator_config, regime_generators
@@ -109,7 +110,8 @@ def _prepare_out(out: Path, resume: bool, protocol: dict[str, Any]) -> dict[str,
             for key in sorted(set(old) | set(protocol)):
                 if key in ADDABLE_KEYS and (old.get(key) is None or protocol.get(key) is None):
                     continue  # added now, or not needed by this resume's arms
-                if key not in RESUMABLE_KEYS and old.get(key) != protocol.get(key):
+                before = normalised_settings(old[key]) if key == "settings" else old.get(key)
+                if key not in RESUMABLE_KEYS and before != protocol.get(key):
                     raise ConfigError(f"{out}: `resume` with a different {key!r} than the "
                                       "benchmark being resumed; use a new `out`")
     try:

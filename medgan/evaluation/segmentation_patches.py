@@ -168,6 +168,10 @@ class PatchStream:
         allowed = torch.zeros_like(label, dtype=torch.bool)
         centre = self._centre(image)
         allowed[centre] = (image[centre].amax(0, keepdim=True) > BACKGROUND + 1e-3)
+        if self.settings.placement_range is not None:  # e.g. lung parenchyma only
+            low, high = self.settings.placement_range
+            first = image[centre][:1]
+            allowed[centre] &= (first >= low) & (first <= high)
         return {"image": image, "label": label, "case_id": case["case_id"],
                 "foreground": allowed}
 

@@ -54,7 +54,9 @@ class BenchmarkSettings:
     an added lesion (at most ``lesion_slots / (batch_size + lesion_slots)``);
     ``iterations`` is the maximum number of steps, ``eval_every``/``patience`` the validation
     rule (patience 0 = never stop early); ``min_component_voxels`` > 0 adds metrics after
-    dropping predicted components smaller than that.
+    dropping predicted components smaller than that; ``placement_range`` ``(low, high)`` in
+    model units [-1, 1] restricts where every lesion-adding arm may put a lesion to body voxels
+    whose first channel lies in that range (e.g. lung parenchyma), None = the whole body.
     """
 
     iterations: int = 2000
@@ -74,6 +76,7 @@ class BenchmarkSettings:
     sw_overlap: float = 0.25
     test_fraction: float = 1 / 3
     n_bootstrap: int = 2000
+    placement_range: tuple[float, float] | None = None
 
     @classmethod
     def fast(cls, **overrides: Any) -> BenchmarkSettings:

@@ -193,3 +193,23 @@ def test_3d_inpaint_arm_end_to_end(tmp_path) -> None:
     assert stats["n_units"] == 2 and abs(stats["added_lesion_fraction"] - 0.25) < 0.01
     protocol = json.loads((tmp_path / "out" / "protocol.json").read_text())
     assert protocol["config"]["spatial_dims"] == 3 and set(protocol["inpainters"]) == {"all"}
+
+
+def test_placement_range_is_checked(phantom_data, inpaint_config, tmp_path) -> None:
+    result = invoke(*args(phantom_data, tmp_path / "o", "--config", inpaint_config, "--arms",
+                          "real+aug,real+aug+carvemix", "--placement-range", "0.5", "-0.5"))
+    assert result.exit_code == 2 and "--placement-range" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_benchmark_recorded_before_placement_range_resumes(added_arm: Path, phantom_data,
+                                                           inpaint_config) -> None:
+    """A protocol written before a settings field existed resumes (the field at its default)."""
+    path = added_arm / "protocol.json"
+    protocol = json.loads(path.read_text())
+    del protocol["settings"]["placement_range"]
+    path.write_text(json.dumps(protocol))
+    result = invoke(*args(phantom_data, added_arm, "--config", inpaint_config, "--arms",
+                          "real+aug", "--resume"))
+    assert result.exit_code == 0, result.output
+    assert "2 runs (2 resumed)" in result.output

@@ -121,3 +121,23 @@ def test_without_validation_the_last_weights_are_kept() -> None:
     log = train_unet(Scripted(), Stream(), BenchmarkSettings.fast(iterations=7),
                      torch.device("cpu"))
     assert log.curve == [] and log.best_iteration == log.stopped_at == 7 and len(log.losses) == 7
+
+
+def test_placement_range_restricts_where_lesions_may_go(items) -> None:
+    """``placement_range``: allowed voxels are body voxels of the central patch whose first
+    channel is within the range (model units), the same rule for every arm."""
+    whole = PatchStream(items, 2, 32, BenchmarkSettings.fast(ratio=0.25), seed=0, augment=False)
+    ctx = whole._context(whole.crop_base, whole.pick, whole.cases)
+    body = ctx["foreground"]
+    values = ctx["image"][:1][body]
+    low, high = float(values.quantile(0.25)), float(values.quantile(0.75))
+    ranged = PatchStream(items, 2, 32, BenchmarkSettings.fast(ratio=0.25,
+                                                              placement_range=(low, high)),
+                         seed=0, augment=False)
+    same = ranged._context(ranged.crop_base, ranged.pick, ranged.cases)
+    assert torch.equal(same["image"], ctx["image"])  # the same crop: only the mask differs
+    allowed = same["foreground"]
+    assert allowed.any() and not (allowed & ~body).any()
+    inside = (ctx["image"][:1] >= low) & (ctx["image"][:1] <= high)
+    assert torch.equal(allowed, body & inside)
+    assert int(allowed.sum()) < int(body.sum())
