@@ -1,6 +1,7 @@
 """Wall time of the README's quick start: `medgan train` then `medgan sample`, as written there.
 
     python benchmarks/bench_quickstart.py [--threads N] [--set KEY=VALUE ...] [--out FILE.json]
+                                          [--keep DIR]
 
 Runs the `medgan ...` commands of the README's first bash block in a fresh temporary folder
 (the bundled sample, no patch cache), each in its own process, and records for each its wall
@@ -103,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="extra `medgan train --set KEY=VALUE` (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="JSON results file")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="run in this new folder and keep the outputs (sample grids) there "
+                        "(default: a temporary folder)")
     args = p.parse_args(argv)
+    if args.keep is not None and args.keep.exists():
+        p.error(f"--keep {args.keep}: exists; give a new folder")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
     from common import machine_info
@@ -113,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     del machine["torch_threads"]  # this process's, not the medgan processes'
     machine["omp_num_threads"] = args.threads or os.environ.get("OMP_NUM_THREADS")
     with tempfile.TemporaryDirectory() as tmp, LoadSampler() as load:
-        runs = run_readme(Path(tmp), train_args, args.threads)
+        workdir = Path(tmp) if args.keep is None else args.keep
+        workdir.mkdir(parents=True, exist_ok=True)
+        runs = run_readme(workdir, train_args, args.threads)
     machine["load_average_end"] = list(os.getloadavg())
     machine["load_average_during"] = load.samples
     for name, r in runs.items():
