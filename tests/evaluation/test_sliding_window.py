@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +18,9 @@ from medgan.evaluation.segmentation_run import (
     segment_volume,
 )
 from medgan.evaluation.sliding_window import scan_interval, sliding_window_slices
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from bench_inference import body_box_v01  # noqa: E402  (0.1's body_box, kept there verbatim)
 
 
 def reference_logits(net, slices: torch.Tensor, patch_size: int, sw_batch_size: int,
@@ -131,20 +137,6 @@ def test_inference_threads_give_the_same_logits(net):
                                     torch.device("cpu"))
     assert torch.get_num_threads() == previous
     assert torch.equal(one, two)
-
-
-def body_box_v01(image: torch.Tensor, margin: int = 4) -> tuple[slice, ...]:
-    """medgan 0.1's body_box (torch reductions), verbatim."""
-    body = image.amax(0) > BACKGROUND + 1e-3
-    if not body.any():
-        return tuple(slice(0, 0) for _ in body.shape)
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = torch.nonzero(body.any(dim=other[1]).any(dim=other[0])).flatten()
-        pad = margin if axis < 2 else 0
-        box.append(slice(max(0, int(idx[0]) - pad), min(body.shape[axis], int(idx[-1]) + 1 + pad)))
-    return tuple(box)
 
 
 @pytest.mark.parametrize("channels", [1, 2])
