@@ -8,7 +8,7 @@ bounding box, every axial slice of it, 64 x 64 windows with Gaussian blending, t
 * ``reference``: MONAI's ``sliding_window_inference`` on groups of 32 slices (the 0.1 path);
 * ``stack``: ``sliding_window_slices(skip_constant=False)``;
 * ``stack+skip``: ``sliding_window_slices(skip_constant=True)`` (single-valued windows once);
-* ``stack+skip, 2 threads``: the same under ``inference_threads(2)`` (with >= 2 usable CPUs).
+* ``stack+skip, 2 threads``: the same under ``torch_threads(2)`` (with >= 2 usable CPUs).
 
 The configurations alternate within each repeat, in an order rotated from repeat to repeat;
 every run's logits are compared with the reference's (``torch.equal``), and its binary
@@ -109,19 +109,20 @@ def _infer(config: str, net: Any, crop: Any, settings: Any) -> Any:
     import torch
     from monai.inferers import sliding_window_inference
 
-    from medgan.evaluation.segmentation_run import BACKGROUND, inference_threads
+    from medgan.evaluation.segmentation_run import BACKGROUND
     from medgan.evaluation.sliding_window import sliding_window_slices
+    from medgan.threads import torch_threads
 
     patch, cpu = 64 if settings.patch_size is None else settings.patch_size, torch.device("cpu")
     if config == "reference":
-        with torch.no_grad(), inference_threads(1):
+        with torch.no_grad(), torch_threads(1):
             return torch.cat([
                 sliding_window_inference(crop[z:z + GROUP], (patch,) * 2, settings.sw_batch_size,
                                          net, overlap=settings.sw_overlap, mode="gaussian",
                                          cval=BACKGROUND)
                 for z in range(0, len(crop), GROUP)])
     threads = 2 if config.endswith("2 threads") else 1
-    with inference_threads(threads):
+    with torch_threads(threads):
         return sliding_window_slices(net, crop, patch, settings.sw_batch_size,
                                      settings.sw_overlap, BACKGROUND, cpu, group=GROUP,
                                      skip_constant="skip" in config)

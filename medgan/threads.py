@@ -215,3 +215,19 @@ def threads_for_command(threads: int | None = None, fallback: int | None = None
                 os.environ[var] = value
         if previous is not None:
             sys.modules["torch"].set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (None = unchanged), then put the
+    previous count back (torch must be importable; it is imported here)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None and threads != previous:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)

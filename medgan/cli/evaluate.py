@@ -59,27 +59,44 @@ def evaluate_group() -> None:
     """Evaluate a generator: downstream segmentation, sample quality, memorisation."""
 
 
+def _per_regime_options(role: str, what: str) -> Any:
+    """``--train-ROLE CONFIG``, ``--ROLE-set KEY=VALUE`` and ``--ROLE-steps N`` of a network
+    trained once per regime inside the benchmark (``what``: its kind and use)."""
+    options = [
+        click.option(f"--train-{role}", type=click.Path(path_type=Path), default=None,
+                     metavar="CONFIG",
+                     help=f"Train one {role} per regime on exactly that regime's training "
+                          f"patients with this YAML config ({what}; cached in "
+                          "--out/generators, resumable)."),
+        click.option(f"--{role}-set", f"{role}_set", multiple=True, metavar="KEY=VALUE",
+                     help=f"Override a field of the --train-{role} config (repeatable)."),
+        click.option(f"--{role}-steps", type=click.IntRange(min=1), default=None,
+                     help=f"train.steps of the per-regime {role}s (default: the config's)."),
+    ]
+
+    def decorate(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _regime_overrides(items: tuple[str, ...], steps: int | None) -> dict[str, Any]:
+    """``--ROLE-set`` values plus ``--ROLE-steps`` as dotted config overrides."""
+    overrides = parse_overrides(items)
+    if steps is not None:
+        overrides["train.steps"] = steps
+    return overrides
+
+
 @evaluate_group.command("segmentation")
 @click.option("--data", type=click.Path(path_type=Path), required=True,
               help="Real datalist: dataset.json, imagesTr/+labelsTr/ folder or DICOM folders.")
-@click.option("--train-generator", type=click.Path(path_type=Path), default=None,
-              metavar="CONFIG",
-              help="Train one generator per regime on exactly that regime's training patients "
-                   "with this YAML config (cached in --out/generators, resumable). Its config "
-                   "loads the scans. The recommended way to run the benchmark.")
-@click.option("--generator-set", "generator_set", multiple=True, metavar="KEY=VALUE",
-              help="Override a field of the --train-generator config (repeatable).")
-@click.option("--generator-steps", type=click.IntRange(min=1), default=None,
-              help="train.steps of the per-regime generators.")
-@click.option("--train-inpainter", type=click.Path(path_type=Path), default=None,
-              metavar="CONFIG",
-              help="Train one inpainter (a config of model.kind: inpaint) per regime on exactly "
-                   "that regime's training patients, for the real+aug+inpaint arm (cached in "
-                   "--out/generators, resumable).")
-@click.option("--inpainter-set", "inpainter_set", multiple=True, metavar="KEY=VALUE",
-              help="Override a field of the --train-inpainter config (repeatable).")
-@click.option("--inpainter-steps", type=click.IntRange(min=1), default=None,
-              help="train.steps of the per-regime inpainters (default: the config's).")
+@_per_regime_options("generator", "model.kind dcgan, for the synthetic and insert arms; its "
+                     "config loads the scans unless --config is given; the recommended way to "
+                     "run the benchmark")
+@_per_regime_options("inpainter", "model.kind inpaint, for the real+aug+inpaint arm")
 @click.option("--inpainter", type=click.Path(path_type=Path), default=None,
               help="One inpainting checkpoint for every regime instead of --train-inpainter; "
                    "checked like --checkpoint.")
@@ -171,12 +188,8 @@ def evaluate_segmentation_cmd(data: Path, train_generator: Path | None,
             resolve_checkpoint(given)
     from medgan.evaluation import evaluate_segmentation
 
-    gen_overrides = parse_overrides(generator_set)
-    if generator_steps is not None:
-        gen_overrides["train.steps"] = generator_steps
-    inp_overrides = parse_overrides(inpainter_set)
-    if inpainter_steps is not None:
-        inp_overrides["train.steps"] = inpainter_steps
+    gen_overrides = _regime_overrides(generator_set, generator_steps)
+    inp_overrides = _regime_overrides(inpainter_set, inpainter_steps)
     if arms is None:  # the default arms whose networks are given
         arms = ",".join(_default_arms(train_generator or checkpoint, train_inpainter or inpainter))
     extra = {k: v for k, v in (("eval_every", eval_every), ("patience", patience),

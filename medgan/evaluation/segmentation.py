@@ -68,6 +68,7 @@ from medgan.evaluation.segmentation_run import (
 )
 from medgan.evaluation.splits import Split, make_split, parse_train_cases
 from medgan.sampling import load_generator
+from medgan.threads import torch_threads
 
 log = logging.getLogger(__name__)
 PROTOCOL = "protocol.json"
@@ -279,28 +280,20 @@ def evaluate_segmentation(
             inpaint_mask_source=inpaint_mask_source or (
                 inp_config if inp_config is not None else inp.config).inpaint.mask_source)
     old = _prepare_out(out, resume, protocol)
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
-        generators = {}
-        if any(a in GAN_ARMS for a in arms) or generator is not None:
-            generators = regime_generators(out, split, datalist, generator, gen_config, dev,
-                                           device, allow_generator_superset, protocol,
-                                           old.get("generators") or {}, progress)
-            write_json_atomic(out / PROTOCOL, protocol)
-        inpainters = {}
-        if any(a in INPAINT_ARMS for a in arms) or inp is not None:
-            inpainters = regime_generators(out, split, datalist, inp, inp_config, dev, device,
-                                           allow_generator_superset, protocol,
-                                           old.get("inpainters") or {}, progress, "inpainter")
-            write_json_atomic(out / PROTOCOL, protocol)
-        return _run_all(out, cases, split, arms, ratios, seeds, cfg, settings,
-                        {"generators": generators, "inpainters": inpainters,
-                         "mask_source": protocol.get("inpaint_mask_source"),
-                         "inference_threads": inference_threads}, dev, protocol, progress)
-    finally:
-        torch.set_num_threads(previous)
+    with torch_threads(threads):
+        networks: dict[str, Any] = {}
+        for role, given, config, needs in (("generator", generator, gen_config, GAN_ARMS),
+                                           ("inpainter", inp, inp_config, INPAINT_ARMS)):
+            networks[f"{role}s"] = {}
+            if any(a in needs for a in arms) or given is not None:
+                networks[f"{role}s"] = regime_generators(
+                    out, split, datalist, given, config, dev, device, allow_generator_superset,
+                    protocol, old.get(f"{role}s") or {}, progress, role)
+                write_json_atomic(out / PROTOCOL, protocol)
+        networks.update(mask_source=protocol.get("inpaint_mask_source"),
+                        inference_threads=inference_threads)
+        return _run_all(out, cases, split, arms, ratios, seeds, cfg, settings, networks, dev,
+                        protocol, progress)
 
 
 def _jobs(split: Split, arms: Sequence[str], ratios: Sequence[float], seeds: int

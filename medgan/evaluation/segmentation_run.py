@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -39,6 +38,7 @@ from medgan.evaluation.segmentation_patches import (  # noqa: F401 (re-exported)
     fit_patch,
     prepare_training_case,
 )
+from medgan.threads import torch_threads
 
 MAX_SYNTHETIC_POOL = 4096
 Item = dict[str, Any]
@@ -189,22 +189,9 @@ def segment_volume(net: torch.nn.Module, image: torch.Tensor, spatial_dims: int,
     MONAI's ``sliding_window_inference`` on those slices). ``threads``: torch CPU threads
     for this call (None = the current setting); the logits do not depend on it.
     """
-    with inference_threads(threads):
+    with torch_threads(threads):
         return _segment_volume(net, image, spatial_dims, patch_size, settings, device,
                                slices_per_batch)
-
-
-@contextmanager
-def inference_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` torch CPU threads (None = unchanged), then restore."""
-    previous = torch.get_num_threads()
-    if threads is not None and threads != previous:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def _segment_volume(net: torch.nn.Module, image: torch.Tensor, spatial_dims: int,

@@ -129,9 +129,9 @@ def test_inference_threads_give_the_same_logits(net):
     slices = scan((90, 80, 8), seed=5).permute(3, 0, 1, 2)
     previous = torch.get_num_threads()
     one = sliding_window_slices(net, slices, 32, 16, 0.25, BACKGROUND, torch.device("cpu"))
-    from medgan.evaluation.segmentation_run import inference_threads
+    from medgan.threads import torch_threads
 
-    with inference_threads(2):
+    with torch_threads(2):
         assert torch.get_num_threads() == 2
         two = sliding_window_slices(net, slices, 32, 16, 0.25, BACKGROUND,
                                     torch.device("cpu"))
