@@ -88,8 +88,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                    "MEDGAN_THREADS")
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
-    """What the figures depend on: CPU, cores, load, library versions, GPU, torch threads."""
+    """What the figures depend on: CPU, cores, load, library versions, GPU, torch threads and
+    the thread environment variables that were set (``OMP_WAIT_POLICY`` among them)."""
     import monai
 
     import medgan
@@ -103,6 +108,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__, "monai": monai.__version__, "medgan": medgan.__version__,
         "torch_threads": torch.get_num_threads(), "device": str(device),
         "cuda": torch.version.cuda, "gpu": None,
+        "thread_environment": {v: os.environ[v] for v in THREAD_VARIABLES if v in os.environ},
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

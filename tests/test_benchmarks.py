@@ -121,14 +121,20 @@ def test_quick_inference_section(tmp_path):
     """``--only inference --quick``: the tiny phantom under every configuration, seconds per
     scan, speed-ups, logits and predictions identical to the 0.1 path, and its check."""
     out = tmp_path / "inference.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--device", "cpu",
          "--only", "inference", "--out", str(out)],
         capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT,
+        env={**env, "MKL_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     data = json.loads(out.read_text())
     assert set(data["machine"]) >= MACHINE
+    # the thread environment the figures ran under: what was set, and medgan's passive waits
+    assert data["machine"]["thread_environment"]["MKL_NUM_THREADS"] == "1"
+    assert data["machine"]["thread_environment"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "GOMP_SPINCOUNT" not in data["machine"]["thread_environment"]
     (scan,) = data["inference"]  # quick: the phantom only
     assert scan["source"] == "phantom" and scan["repeats"] == 1
     assert list(scan["configs"])[:3] == ["reference", "stack", "stack+skip"]
