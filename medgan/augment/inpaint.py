@@ -12,6 +12,13 @@ With probability ``prob`` the transform
    intensity range); every other voxel is untouched, bit for bit;
 5. sets ``label = label OR mask`` (``lesion_value`` on the mask; no overlap by construction).
 
+With ``generator_spacing_mm`` (the spacing the generator was trained at) and an image of another
+spacing, the lesion keeps its size in mm: the mask is drawn at the generator's spacing and
+scaled to the image's grid before it is placed, the patch around it covers the generator's
+field of view in mm, and it is resampled (linear) to the generator's grid and the result back;
+the label gets the scaled mask exactly, and only the voxels of ``E`` (scaled to the image's grid,
+always covering the mask) are written.
+
 When a step cannot be done the data are returned unchanged and the reason is counted in
 ``transform.skipped`` (a :class:`collections.Counter`, per process: each ``DataLoader`` worker
 counts its own). The generator is a checkpoint of ``model.kind: inpaint`` (its path or
@@ -35,7 +42,7 @@ from monai.utils import TransformBackends
 
 from medgan.augment.arrays import Array, to_numpy, write_window
 from medgan.augment.dict_base import RandArrayTwind, RandLesionArray, check_prob
-from medgan.augment.masks import MaskSource
+from medgan.augment.masks import MaskSource, rescale_mask
 from medgan.augment.placement import PlacementSettings, place_mask, tissue_region
 from medgan.data.intensity import IntensityMapping
 from medgan.errors import ConfigError
@@ -43,6 +50,8 @@ from medgan.models.inpaint import InpaintGenerator, erase_region
 from medgan.sampling.inpainter import LoadedInpainter
 
 Inpainter = InpaintGenerator | LoadedInpainter | str | Path
+#: relative spacing difference (image vs generator, per axis) below which nothing is resampled
+RESAMPLE_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,12 @@ class RandLesionInpaint(RandLesionArray):
         spacing_mm: voxel spacing for ``margin_mm``; None reads a MetaTensor's ``pixdim``
             (else 1 mm).
         lesion_value: label value written on the new lesion.
+        generator_spacing_mm: the spacing (x, y[, z]) in mm the generator was trained at (a
+            :class:`~medgan.sampling.inpainter.LoadedInpainter`'s ``spacing_mm``). When an
+            image's spacing differs from it by more than 1 % on an axis the generator works on,
+            the lesion is scaled and the patch resampled so that the lesion keeps its size in
+            mm (module docstring); a value <= 0 leaves that axis alone. None: work at the
+            image's voxel scale (lesion and patch sizes in voxels, whatever the spacing).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -98,7 +113,8 @@ class RandLesionInpaint(RandLesionArray):
     def __init__(self, generator: Inpainter, mask_source: MaskSource,
                  intensity: IntensityMapping | None = None, prob: float = 0.5,
                  placement: PlacementSettings | None = None,
-                 spacing_mm: Sequence[float] | None = None, lesion_value: int = 1) -> None:
+                 spacing_mm: Sequence[float] | None = None, lesion_value: int = 1,
+                 generator_spacing_mm: Sequence[float] | None = None) -> None:
         generator, intensity = resolve_inpainter(generator, intensity)
         check_prob(prob)
         if mask_source.spatial_dims != generator.spatial_dims:
@@ -109,6 +125,12 @@ class RandLesionInpaint(RandLesionArray):
         self.placement = placement or PlacementSettings()
         self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
         self.lesion_value = lesion_value
+        self.generator_spacing_mm = None if generator_spacing_mm is None else \
+            tuple(float(s) for s in generator_spacing_mm)
+        if self.generator_spacing_mm is not None and \
+                len(self.generator_spacing_mm) < generator.spatial_dims:
+            raise ConfigError(f"generator_spacing_mm needs {generator.spatial_dims} values, not "
+                              f"{list(self.generator_spacing_mm)}")
         self.applied = 0
         self.last: Insertion | None = None
         self._seeds = np.zeros(3, np.int64)
@@ -125,6 +147,18 @@ class RandLesionInpaint(RandLesionArray):
             return tuple(float(s) for s in img.pixdim[: img.ndim - 1])
         return (1.0,) * (img.ndim - 1)
 
+    def scale_factors(self, img: Array) -> tuple[float, ...] | None:
+        """Image voxels per generator voxel along the generator's axes (generator spacing /
+        image spacing), or None when no axis differs by more than 1 % (or no
+        ``generator_spacing_mm``)."""
+        if self.generator_spacing_mm is None:
+            return None
+        d = self.generator.spatial_dims
+        own = self._spacing(img)
+        factors = tuple(g / s if g > 0 and s > 0 else 1.0
+                        for g, s in zip(self.generator_spacing_mm[:d], own[:d], strict=True))
+        return None if all(abs(f - 1.0) <= RESAMPLE_TOLERANCE for f in factors) else factors
+
     def __call__(self, img: Array, label: Array | None = None, region_map: Array | None = None,
                  randomize: bool = True) -> tuple[Array, Array | None]:
         """``img`` ``(C, *S)``, ``label`` ``(1, *S)`` or ``(*S)``, ``region_map`` likewise."""
@@ -138,7 +172,14 @@ class RandLesionInpaint(RandLesionArray):
         if any(s + 2 * g.erase_margin > g.size for s in mask.shape):
             return self._skip("mask larger than patch", img, label)
         spatial = tuple(img.shape[1:])
-        if any(s < g.size for s in spatial[:g.spatial_dims]):
+        factors = self.scale_factors(img)
+        size = (g.size,) * g.spatial_dims if factors is None else \
+            tuple(max(1, round(g.size * f)) for f in factors)
+        if factors is not None:
+            mask = rescale_mask(mask.reshape(mask.shape[:g.spatial_dims]), factors)
+            if not mask.any():
+                return self._skip("mask vanished at the image's spacing", img, label)
+        if any(s < p for s, p in zip(spatial, size, strict=False)):
             return self._skip("image smaller than patch", img, label)
         image_np = to_numpy(img)
         occupied = None if label is None else to_numpy(label).reshape(spatial) > 0
@@ -149,42 +190,58 @@ class RandLesionInpaint(RandLesionArray):
         if not found.ok:
             return self._skip(str(found.reason), img, label)
         self.applied += 1
-        return self._inpaint(img, label, image_np, mask, found.offset, occupied)
+        return self._inpaint(img, label, image_np, mask, found.offset, occupied, size)
 
-    def _window(self, mask: np.ndarray, offset: tuple[int, ...], spatial: tuple[int, ...]
-                ) -> tuple[tuple, tuple[int, ...]]:
-        """Spatial window of the generator patch around the placed mask, and the mask's offset
-        inside it."""
-        p, d = self.generator.size, self.generator.spatial_dims
+    def _window(self, mask: np.ndarray, offset: tuple[int, ...], spatial: tuple[int, ...],
+                size: tuple[int, ...]) -> tuple[tuple, tuple[int, ...]]:
+        """Spatial window (``size`` image voxels per generator axis) of the generator patch
+        around the placed mask, and the mask's offset inside it."""
+        d = self.generator.spatial_dims
         starts = [min(max(o + m // 2 - p // 2, 0), n - p)
-                  for o, m, n in zip(offset[:d], mask.shape[:d], spatial[:d], strict=True)]
-        window: tuple = tuple(slice(s, s + p) for s in starts)
+                  for o, m, n, p in zip(offset[:d], mask.shape[:d], spatial[:d], size,
+                                        strict=True)]
+        window: tuple = tuple(slice(s, s + p) for s, p in zip(starts, size, strict=True))
         if len(spatial) > d:  # 2D generator, 3D image: the mask's axial slice
             window = (*window, int(offset[-1]))
         return window, tuple(o - s for o, s in zip(offset[:d], starts, strict=True))
 
     @torch.no_grad()
     def _inpaint(self, img: Array, label: Array | None, image_np: np.ndarray, mask: np.ndarray,
-                 offset: tuple[int, ...], occupied: np.ndarray | None
+                 offset: tuple[int, ...], occupied: np.ndarray | None, size: tuple[int, ...]
                  ) -> tuple[Array, Array | None]:
         g = self.generator
-        window, inner = self._window(mask, offset, tuple(img.shape[1:]))
+        window, inner = self._window(mask, offset, tuple(img.shape[1:]), size)
         sub = (slice(None), *window)
-        real = image_np[sub].astype(np.float64)  # (C, *P), image units
+        real = image_np[sub].astype(np.float64)  # (C, *W), image units
         m = np.zeros(real.shape[1:], bool)
         m[tuple(slice(o, o + s) for o, s in zip(inner, mask.shape, strict=False))] = \
             mask.reshape(mask.shape[:g.spatial_dims])
         device = next(g.parameters()).device
         x = torch.as_tensor(real, dtype=torch.float32)
         x = x if self.intensity is None else torch.as_tensor(self.intensity.forward(x))
-        m_t = torch.from_numpy(m).float()[None, None].to(device)
-        e_t = erase_region(m_t, g.erase_margin)
-        if occupied is not None:  # never repaint an existing lesion
-            e_t = e_t * torch.from_numpy(~occupied[window]).float()[None, None].to(device)
+        m_t = torch.from_numpy(m).float()[None, None]
+        keep = None if occupied is None else torch.from_numpy(~occupied[window]).float()[None, None]
+        grid = (g.size,) * g.spatial_dims
+        resample = tuple(real.shape[1:]) != grid
+        if resample:  # image grid (W) -> generator grid (P)
+            x = _resize(x[None], grid)[0]
+            m_t = _resize_mask(m_t, grid)
+            keep = None if keep is None else (_resize(keep, grid) >= 1.0).float()
+        e_t = erase_region(m_t.to(device), g.erase_margin)
+        if keep is not None:  # never repaint an existing lesion
+            e_t = e_t * keep.to(device)
         noise = g.sample_noise(1, torch.Generator().manual_seed(int(self._seeds[2])), device)
-        fill = g(x[None].to(device), m_t, e_t, noise)[0].float().cpu()  # (C, *P) in [-1, 1]
+        fill = g(x[None].to(device), m_t.to(device), e_t, noise).float().cpu()  # (1, C, *P)
+        erase_t = e_t.cpu()
+        if resample:  # back to the image grid; the erase region always covers the mask
+            fill = _resize(fill, tuple(real.shape[1:]))
+            erase_t = (_resize(erase_t, tuple(real.shape[1:])) >= 0.5).float()
+            erase_t = torch.maximum(erase_t, torch.from_numpy(m).float()[None, None])
+            if keep is not None:
+                erase_t = erase_t * torch.from_numpy(~occupied[window]).float()[None, None]
+        fill = fill[0]  # (C, *W) in [-1, 1]
         fill_units = fill if self.intensity is None else self.intensity.inverse(fill)
-        erase = e_t[0].cpu().numpy() > 0.5  # (1, *P)
+        erase = erase_t[0].numpy() > 0.5  # (1, *W)
         values = np.where(erase, to_numpy(fill_units).astype(np.float64), real)
         out = write_window(img, sub, values)
         self.last = Insertion(tuple(int(s) for s in self._seeds), tuple(offset), mask, window,
@@ -195,6 +252,22 @@ class RandLesionInpaint(RandLesionArray):
         lesion = np.where(m, np.maximum(to_numpy(label[lab_sub]), self.lesion_value),
                           to_numpy(label[lab_sub]))
         return out, write_window(label, lab_sub, lesion)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``(B, C, *S)`` -> ``(B, C, *size)``, linear interpolation (voxel centres aligned as
+    MONAI's ``Resize``: ``align_corners=False``)."""
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    return torch.nn.functional.interpolate(x, size=size, mode=mode, align_corners=False)
+
+
+def _resize_mask(mask: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """A ``{0, 1}`` mask ``(1, 1, *S)`` on another grid: linear interpolation >= 0.5, or the
+    nearest voxels when that leaves nothing (a mask thinner than one new voxel)."""
+    out = (_resize(mask, size) >= 0.5).float()
+    if mask.any() and not out.any():
+        out = torch.nn.functional.interpolate(mask, size=size, mode="nearest")
+    return out
 
 
 class RandLesionInpaintd(RandArrayTwind):
@@ -211,6 +284,7 @@ class RandLesionInpaintd(RandArrayTwind):
                  intensity: IntensityMapping | None = None, prob: float = 0.5,
                  placement: PlacementSettings | None = None, region_key: str | None = None,
                  spacing_mm: Sequence[float] | None = None, lesion_value: int = 1,
+                 generator_spacing_mm: Sequence[float] | None = None,
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, prob, allow_missing_keys)
         if len(self.keys) != 2:
@@ -221,7 +295,8 @@ class RandLesionInpaintd(RandArrayTwind):
                               "'key'")
         self.region_key = region_key
         self.inpaint = self.array_transform = RandLesionInpaint(
-            generator, mask_source, intensity, 1.0, placement, spacing_mm, lesion_value)
+            generator, mask_source, intensity, 1.0, placement, spacing_mm, lesion_value,
+            generator_spacing_mm)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

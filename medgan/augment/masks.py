@@ -42,6 +42,20 @@ def tight(mask: np.ndarray) -> np.ndarray:
     return mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
 
 
+def rescale_mask(mask: np.ndarray, factors: Sequence[float]) -> np.ndarray:
+    """Tight ``mask`` ``(*m)`` on a grid ``factors`` times finer per axis (``factors[i]`` new
+    voxels per old voxel, e.g. old spacing / new spacing): linear interpolation of the mask,
+    thresholded at 0.5, cropped tight (empty when nothing reaches 0.5)."""
+    if len(factors) != mask.ndim:
+        raise ConfigError(f"factors must have one value per mask axis ({mask.ndim}), "
+                          f"not {list(factors)}")
+    size = tuple(max(1, round(n * f)) for n, f in zip(mask.shape, factors, strict=True))
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[mask.ndim]
+    t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+    scaled = torch.nn.functional.interpolate(t, size=size, mode=mode, align_corners=False)
+    return tight(scaled[0, 0].numpy() >= 0.5)
+
+
 def equivalent_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
     """Diameter of the disc (2D) or ball (3D) with the mask's area / volume, in mm."""
     d = mask.ndim

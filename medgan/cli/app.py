@@ -331,6 +331,12 @@ def check_datalist(data: Path, skip_bad: bool = False) -> None:
               help="With --region intensity: LOW HIGH in image units (e.g. HU).")
 @click.option("--margin-mm", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
               help="With --hosts: smallest distance of a new lesion from existing lesions.")
+@click.option("--host-spacing", type=click.Choice(["resample", "native"]), default="resample",
+              show_default=True,
+              help="With --hosts whose voxel spacing differs from the checkpoint's training "
+                   "spacing: resample (the generator's patch is resampled to the training "
+                   "spacing and back, so lesions keep their size in mm) or native (work at the "
+                   "host's voxel scale: lesions grow or shrink in mm).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @threads_option()
 def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, device: str,
@@ -339,7 +345,7 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
                min_lesion_diameter_mm: float | None,
                hosts: Path | None, lesions_per_case: int, mask_source: str | None,
                region: str, intensity_range: tuple[float, float] | None, margin_mm: float,
-               progress: bool) -> None:
+               host_spacing: str, progress: bool) -> None:
     """Generate N synthetic lesion image + mask pairs from a checkpoint as a MONAI dataset.
 
     Images are written in physical units (HU, SUV, MR scale) with the training spacing, masks
@@ -372,7 +378,7 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
         cases = write_cases(checkpoint, hosts, n, out, seed=seed,
                             lesions_per_case=lesions_per_case, device=device, use_ema=ema,
                             overwrite=overwrite, mask_source_kind=mask_source,
-                            placement=placement)
+                            placement=placement, host_spacing=host_spacing)
         click.echo(f"wrote {cases.n} full-size case(s), "
                    f"{sum(map(len, cases.insertions))} lesion(s) inserted")
         if cases.skipped:

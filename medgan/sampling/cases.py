@@ -10,6 +10,12 @@ outside the erased regions, bit for bit; its label is the host label with the pl
 host case id, the seeds and each lesion's position, plus the checkpoint (path relative to the
 datalist, SHA-256). Case ``i`` is reproducible from its seed alone.
 
+Hosts whose spacing differs from the checkpoint's training spacing (by more than 1 % on an axis
+the generator works on) are handled by ``host_spacing``: ``"resample"`` (the default) keeps
+each lesion's size in mm (the mask is scaled to the host's grid and the generator's patch
+resampled to the training spacing and back, see :class:`~medgan.augment.RandLesionInpaint`);
+``"native"`` works at the host's voxel scale, so lesions come out larger or smaller in mm.
+
 A case in which no lesion could be placed is not written; the reasons are counted.
 """
 
@@ -43,7 +49,7 @@ from medgan.visualize import save_grid
 log = logging.getLogger(__name__)
 SUBS = ("imagesTr", "labelsTr")
 SHEET_CASES = 8  # cases shown in the contact sheet
-SPACING_TOLERANCE = 0.1  # relative in-plane spacing difference host vs training that is logged
+HOST_SPACING = ("resample", "native")
 
 
 @dataclass
@@ -108,7 +114,8 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
                 out: str | Path, *, seed: int = 0, lesions_per_case: int = 1,
                 device: str = "cpu", use_ema: bool = True, overwrite: bool = False,
                 mask_source_kind: str | None = None,
-                placement: PlacementSettings | None = None) -> CasesResult:
+                placement: PlacementSettings | None = None,
+                host_spacing: str = "resample") -> CasesResult:
     """Write ``n`` full-size synthetic cases to ``out`` (imagesTr/, labelsTr/, dataset.json,
     contact_sheet.png); host ``i % len(hosts)`` serves case ``i``.
 
@@ -118,7 +125,12 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
         lesions_per_case: lesions inserted per case (those that fit).
         mask_source_kind: "real" or "ellipsoid"; None = the checkpoint's setting.
         placement: where lesions may go (default: inside the body, 2 mm from lesions).
+        host_spacing: hosts at another spacing than the training spacing: "resample" (lesions
+            keep their size in mm) or "native" (the host's voxel scale); module docstring.
     """
+    if host_spacing not in HOST_SPACING:
+        raise ConfigError(f"host_spacing must be one of {', '.join(HOST_SPACING)}, not "
+                          f"{host_spacing!r}", param="host_spacing")
     if n < 1:
         raise ConfigError(f"n must be a positive integer, not {n}")
     if lesions_per_case < 1:
@@ -130,8 +142,9 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
     except DataError as err:
         raise DataError(err.message, param="hosts") from None
     source = mask_source(loaded, mask_source_kind)
-    transform = RandLesionInpaint(loaded, source, prob=1.0, placement=placement,
-                                  lesion_value=loaded.lesion_labels[0])
+    transform = RandLesionInpaint(
+        loaded, source, prob=1.0, placement=placement, lesion_value=loaded.lesion_labels[0],
+        generator_spacing_mm=loaded.spacing_mm if host_spacing == "resample" else None)
     prepare_out(out, overwrite)
     partial = make_partial(out, SUBS)
     result = CasesResult(out, out / "dataset.json", out / "contact_sheet.png", 0)
@@ -139,10 +152,11 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
     sheet: list[torch.Tensor] = []
     for i in range(n):
         host = read_host(cases[i % len(cases)], loaded.image_channels)
-        _check_spacing(host, loaded)
         case_seed = sample_seed(seed, i)
         image, label, done, skipped = insert_lesions(transform, host, lesions_per_case,
                                                      case_seed)
+        factors = transform.scale_factors(host.image[None])
+        _log_spacing(host, loaded, factors, host_spacing)
         result.skipped += skipped
         if not done:
             result.skipped_cases += 1
@@ -154,7 +168,7 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
         descrip = synthetic_descrip(loaded.checkpoint_sha256, case_seed, index)
         write_case(partial / "imagesTr" / name, partial / "labelsTr" / name, host, image, label,
                    descrip)
-        entries.append(_entry(name, host, case_seed, done, skipped, loaded, out))
+        entries.append(_entry(name, host, case_seed, done, skipped, loaded, out, factors))
         result.insertions.append(done)
         result.hosts.append(host.case_id)
         result.n += 1
@@ -167,31 +181,41 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
                         param="hosts")
     save_grid(torch.stack(sheet), partial / "contact_sheet.png", nrow=3)
     finalise(partial, out, result.n, _datalist(entries, loaded, seed, lesions_per_case,
-                                                 transform, out, hosts), SUBS)
+                                                 transform, out, hosts, host_spacing), SUBS)
     return result
 
 
-def _check_spacing(host: Host, loaded: LoadedInpainter) -> None:
-    trained, own = np.asarray(loaded.spacing_mm[:2]), np.asarray(host.spacing_mm[:2])
-    if np.any(np.abs(own - trained) > SPACING_TOLERANCE * trained):
-        log.warning("host %s has in-plane spacing %s mm, the checkpoint was trained at %s mm: "
-                    "lesions are inserted at the host's voxel scale", host.case_id,
-                    own.tolist(), trained.tolist())
+def _log_spacing(host: Host, loaded: LoadedInpainter, factors: tuple[float, ...] | None,
+                 host_spacing: str) -> None:
+    d = loaded.spatial_dims
+    trained, own = list(loaded.spacing_mm[:d]), list(host.spacing_mm[:d])
+    if factors is not None:
+        log.info("host %s: spacing %s mm, the checkpoint's %s mm: patches resampled, lesions "
+                 "keep their size in mm", host.case_id, own, trained)
+    elif host_spacing == "native" and any(
+            t > 0 and abs(o - t) > 0.01 * t for o, t in zip(own, trained, strict=True)):
+        log.warning("host %s has spacing %s mm, the checkpoint was trained at %s mm: lesions are "
+                    "inserted at the host's voxel scale (host_spacing native)", host.case_id,
+                    own, trained)
 
 
 def _entry(name: str, host: Host, case_seed: int, done: list[Insertion],
-           skipped: Counter[str], loaded: LoadedInpainter, out: Path) -> dict[str, Any]:
+           skipped: Counter[str], loaded: LoadedInpainter, out: Path,
+           factors: tuple[float, ...] | None) -> dict[str, Any]:
     lesions = [{"seeds": list(ins.seeds), "offset_voxel_ras": list(ins.offset),
                 "extent_voxels": list(ins.mask.shape), "voxels": int(ins.mask.sum())}
                for ins in done]
     return {"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}", "synthetic": True,
             "host_case_id": host.case_id, "host_image": _relative(host.image_path, out),
             "seed": case_seed, "lesions": lesions, "skipped": dict(skipped),
+            "host_spacing_mm": list(host.spacing_mm),
+            "resampled": factors is not None,
             "checkpoint_sha256": loaded.checkpoint_sha256}
 
 
 def _datalist(entries: list[dict[str, Any]], loaded: LoadedInpainter, seed: int, k: int,
-              transform: RandLesionInpaint, out: Path, hosts: str | Path) -> dict[str, Any]:
+              transform: RandLesionInpaint, out: Path, hosts: str | Path,
+              host_spacing: str) -> dict[str, Any]:
     sha = loaded.checkpoint_sha256
     name = display_name(loaded.modality)
     p = transform.placement
@@ -212,6 +236,7 @@ def _datalist(entries: list[dict[str, Any]], loaded: LoadedInpainter, seed: int,
             "placement": {"region": p.region, "margin_mm": p.margin_mm,
                           "intensity_range": p.intensity_range},
             "erase_margin_voxels": loaded.erase_margin,
+            "training_spacing_mm": list(loaded.spacing_mm), "host_spacing": host_spacing,
         },
         "training": entries, "test": [],
     }

@@ -201,3 +201,41 @@ def test_same_items_at_any_batch_size_and_in_worker_processes():
             assert lab[old].all() and lab.sum() > old.sum()  # old lesion kept, one added
             seen += 1
     assert seen == 4
+
+
+@pytest.mark.parametrize(("spatial_dims", "spatial", "image_mm", "window"),
+                         [(2, (80, 80), (0.5, 0.5), 64), (3, (34, 34, 34), (2.0, 2.0, 2.0), 16)])
+def test_another_spacing_keeps_the_lesion_size_in_mm(spatial_dims, spatial, image_mm, window):
+    """With ``generator_spacing_mm`` (1 mm), an image at another spacing gets the lesion at its
+    size in mm, the patch covers the generator's field of view, and the label is exact."""
+    img, lab = _image(spatial, seed=1)
+    kwargs = dict(prob=1.0, placement=ANYWHERE, spacing_mm=image_mm)
+    scaled = RandLesionInpaint(_gen(spatial_dims), _source(spatial_dims), HU,
+                               generator_spacing_mm=(1.0,) * spatial_dims, **kwargs)
+    plain = RandLesionInpaint(_gen(spatial_dims), _source(spatial_dims), HU, **kwargs)
+    assert scaled.scale_factors(img) == (1.0 / image_mm[0],) * spatial_dims
+    out, new = scaled.set_random_state(0)(img, lab)
+    plain.set_random_state(0)(img, lab)
+    ins = scaled.last
+    assert [s.stop - s.start for s in ins.window] == [window] * spatial_dims
+    drawn = _source(spatial_dims)(np.random.default_rng(int(ins.seeds[0])))
+    voxel = float(np.prod(image_mm))
+    assert 0.75 <= ins.mask.sum() * voxel / drawn.sum() <= 1.25  # the same size in mm
+    assert plain.last.mask.sum() == drawn.sum()  # native: the same size in voxels
+    added = (new[0] > 0) & (lab[0] == 0)
+    placed = np.zeros(spatial, bool)
+    placed[tuple(slice(o, o + s) for o, s in zip(ins.offset, ins.mask.shape, strict=True))] = \
+        ins.mask
+    np.testing.assert_array_equal(added, placed)
+    erased = np.zeros(spatial, bool)
+    erased[ins.window] = ins.erase
+    assert not (placed & ~erased).any() and not (erased & (lab[0] > 0)).any()
+    np.testing.assert_array_equal(np.asarray(out)[0][~erased], img[0][~erased])
+
+
+def test_the_generator_spacing_needs_a_value_per_axis():
+    with pytest.raises(ConfigError, match="generator_spacing_mm needs 3 values"):
+        RandLesionInpaint(_gen(3), _source(3), HU, generator_spacing_mm=(1.0, 1.0))
+    t = RandLesionInpaint(_gen(2), _source(2), HU, spacing_mm=(1.005, 0.995),
+                          generator_spacing_mm=(1.0, 1.0))
+    assert t.scale_factors(np.zeros((1, 40, 40), np.float32)) is None  # within 1 %

@@ -15,7 +15,7 @@ from helpers_inpaint import train_inpainter_run
 from medgan.augment.inpaint import RandLesionInpaintd
 from medgan.augment.placement import PlacementSettings
 from medgan.cli import main
-from medgan.errors import CheckpointError, DataError
+from medgan.errors import CheckpointError, ConfigError, DataError
 from medgan.sampling import load_generator
 from medgan.sampling.cases import mask_source, write_cases
 from medgan.sampling.hosts import read_host
@@ -169,3 +169,73 @@ def test_cli_hosts_checks_before_work(run, hosts, tmp_path, ckpt_2d):
                                str(tmp_path / "c"), "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "wrote 2 full-size case(s), 4 lesion(s) inserted" in res.output
+
+
+#: A host at half the training spacing in-plane (0.5 mm) with 2 mm slices.
+FINE = np.diag([0.5, 0.5, 2.0, 1.0])
+
+
+def test_hosts_at_another_spacing_keep_the_lesion_size_in_mm(run, tmp_path):
+    fine = _phantoms(tmp_path / "fine", [(96, 96, 8)], [FINE])
+    patch = load_generator(run).patch_size
+    outs = {mode: write_cases(run, fine, 2, tmp_path / mode, seed=3, host_spacing=mode)
+            for mode in ("resample", "native")}
+    data = json.loads((tmp_path / "resample" / "dataset.json").read_text())
+    assert data["medgan"]["host_spacing"] == "resample"
+    assert data["medgan"]["training_spacing_mm"][:2] == [1.0, 1.0]
+    assert all(e["resampled"] and e["host_spacing_mm"] == [0.5, 0.5, 2.0]
+               for e in data["training"])
+    assert not any(e["resampled"] for e in json.loads(
+        (tmp_path / "native" / "dataset.json").read_text())["training"])
+    host = read_host({"image": str(tmp_path / "fine/imagesTr/h0.nii.gz"),
+                      "label": str(tmp_path / "fine/labelsTr/h0.nii.gz"), "case_id": "h0"})
+    for i, case in enumerate(outs["resample"].insertions):
+        # the generator's 1 mm patch covers 2 patch sizes of 0.5 mm voxels
+        assert all([s.stop - s.start for s in ins.window[:2]] == [2 * patch] * 2
+                   for ins in case)
+        image = np.asanyarray(nib.load(tmp_path / "resample" / data["training"][i]["image"])
+                              .dataobj)
+        label = np.asanyarray(nib.load(tmp_path / "resample" / data["training"][i]["label"])
+                              .dataobj)
+        placed = _ras_union(host.image.shape, outs["resample"].insertions[i], False)
+        erased = _ras_union(host.image.shape, outs["resample"].insertions[i], True)
+        assert not (placed & ~erased).any()  # the erase region covers every lesion voxel
+        np.testing.assert_array_equal(label, np.where(placed, 1, host.label))
+        np.testing.assert_array_equal(image[~erased], host.image[~erased])  # bit for bit
+    assert all([s.stop - s.start for s in ins.window[:2]] == [patch] * 2
+               for case in outs["native"].insertions for ins in case)
+    # the same seeds draw the same shapes: 4x the voxels at half the spacing, so the same mm^2
+    resampled = [int(i.mask.sum()) for c in outs["resample"].insertions for i in c]
+    native = [int(i.mask.sum()) for c in outs["native"].insertions for i in c]
+    assert [i.seeds for c in outs["resample"].insertions for i in c] == \
+        [i.seeds for c in outs["native"].insertions for i in c]
+    for r, n in zip(resampled, native, strict=True):
+        assert 3.0 * n <= r <= 5.0 * n
+
+
+def test_hosts_at_the_training_spacing_are_not_resampled(run, hosts, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_cases(run, hosts, 2, a, seed=4, host_spacing="resample")
+    write_cases(run, hosts, 2, b, seed=4, host_spacing="native")
+    for sub in ("imagesTr", "labelsTr"):
+        for f in sorted((a / sub).iterdir()):
+            assert f.read_bytes() == (b / sub / f.name).read_bytes()
+    with pytest.raises(ConfigError, match="host_spacing must be one of resample, native") as err:
+        write_cases(run, hosts, 1, tmp_path / "c", host_spacing="nearest")
+    assert err.value.param == "host_spacing" and not (tmp_path / "c").exists()
+
+
+def test_cli_host_spacing_option(run, tmp_path):
+    fine = _phantoms(tmp_path / "fine", [(96, 96, 8)], [FINE])
+    runner = CliRunner()
+    res = runner.invoke(main, ["sample", "--help"])
+    assert "--host-spacing [resample|native]" in res.output and "default: resample" in res.output
+    res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--hosts", str(fine),
+                               "--n", "1", "--out", str(tmp_path / "a"), "--host-spacing",
+                               "native", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    assert data["medgan"]["host_spacing"] == "native" and not data["training"][0]["resampled"]
+    res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--hosts", str(fine),
+                               "--host-spacing", "bogus", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "--host-spacing" in res.output and "Traceback" not in res.output
