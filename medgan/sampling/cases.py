@@ -150,13 +150,16 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
     result = CasesResult(out, out / "dataset.json", out / "contact_sheet.png", 0)
     entries: list[dict[str, Any]] = []
     sheet: list[torch.Tensor] = []
+    noted: set[str] = set()
     for i in range(n):
         host = read_host(cases[i % len(cases)], loaded.image_channels)
         case_seed = sample_seed(seed, i)
         image, label, done, skipped = insert_lesions(transform, host, lesions_per_case,
                                                      case_seed)
         factors = transform.scale_factors(host.image[None])
-        _log_spacing(host, loaded, factors, host_spacing)
+        if host.case_id not in noted:  # once per host
+            noted.add(host.case_id)
+            _log_spacing(host, loaded, factors, host_spacing)
         result.skipped += skipped
         if not done:
             result.skipped_cases += 1
@@ -188,7 +191,8 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
 def _log_spacing(host: Host, loaded: LoadedInpainter, factors: tuple[float, ...] | None,
                  host_spacing: str) -> None:
     d = loaded.spatial_dims
-    trained, own = list(loaded.spacing_mm[:d]), list(host.spacing_mm[:d])
+    trained = [round(float(s), 3) for s in loaded.spacing_mm[:d]]
+    own = [round(float(s), 3) for s in host.spacing_mm[:d]]
     if factors is not None:
         log.info("host %s: spacing %s mm, the checkpoint's %s mm: patches resampled, lesions "
                  "keep their size in mm", host.case_id, own, trained)
