@@ -316,7 +316,8 @@ def check_datalist(data: Path, skip_bad: bool = False) -> None:
               help="Redraw samples whose lesion is smaller than a disc (2D) / ball (3D) of this "
                    "diameter in mm (default: 3); 0 keeps every size.")
 @click.option("--hosts", type=click.Path(path_type=Path), default=None,
-              help="Inpainting checkpoints: datalist of real host scans (NIfTI image + label); "
+              help="Inpainting checkpoints: datalist of real host scans (NIfTI image or DICOM "
+                   "series, + label); "
                    "writes N full-size cases, each a host with lesions inpainted into it.")
 @click.option("--lesions-per-case", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --hosts: lesions inserted per case (those that fit).")

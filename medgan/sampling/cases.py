@@ -121,7 +121,7 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
 
     Args:
         checkpoint: an inpainting checkpoint (run folder, checkpoint folder) or a loaded one.
-        hosts: datalist of host scans (NIfTI image + label, single channel).
+        hosts: datalist of host scans (NIfTI image or DICOM series, + label; one channel).
         lesions_per_case: lesions inserted per case (those that fit).
         mask_source_kind: "real" or "ellipsoid"; None = the checkpoint's setting.
         placement: where lesions may go (default: inside the body, 2 mm from lesions).
@@ -152,7 +152,8 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
     sheet: list[torch.Tensor] = []
     noted: set[str] = set()
     for i in range(n):
-        host = read_host(cases[i % len(cases)], loaded.image_channels)
+        host = read_host(cases[i % len(cases)], loaded.image_channels,
+                         loaded.config.data.roi_names)
         case_seed = sample_seed(seed, i)
         image, label, done, skipped = insert_lesions(transform, host, lesions_per_case,
                                                      case_seed)

@@ -80,3 +80,49 @@ def test_check_data_and_train_from_dicom_and_rtstruct_only(tmp_path):
                                    "--no-progress"])
     assert trained.exit_code == 0, trained.output
     assert "trained 2 steps" in trained.output
+
+
+def test_dicom_series_with_rtstruct_as_hosts_of_full_size_cases(tmp_path):
+    """The sarcoma CT series + RTSTRUCT as hosts of an inpainter trained on the bundled NIfTI
+    sample: cases on the series' geometry, the tumour label kept, no patient identifier."""
+    import gzip
+    import json
+
+    import nibabel as nib
+    import pydicom
+    from helpers_inpaint import inpaint_config
+
+    from medgan.config import config_from_dict
+    from medgan.sampling.cases import write_cases
+    from medgan.training import train
+
+    sample = Path(__file__).resolve().parents[2] / "medgan" / "sample_data" / "sarcoma" / "ct"
+    config = inpaint_config(steps=2).to_dict()
+    config["data"]["spacing_mm"] = [4.0, 4.0, 0.0]  # a 32-pixel patch holds a sarcoma
+    run = tmp_path / "run"
+    train(config_from_dict(config), data=sample / "dataset.json", out=run, seed=1,
+          progress=False)
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps({"training": [
+        {"image": str(SARCOMA / p / "CT" / "dicom" / "image"),
+         "label": str(SARCOMA / p / "CT" / "dicom" / "mask" / "RS.dcm"), "case_id": p}
+        for p in ("STS_001", "STS_002")]}))
+    result = write_cases(run, hosts, 2, tmp_path / "cases", seed=0, lesions_per_case=2)
+    assert result.n == 2
+    data = json.loads((tmp_path / "cases" / "dataset.json").read_text())
+    for entry in data["training"]:
+        patient = entry["host_case_id"]
+        image, label, _ = rtstruct_label(patient, "CT")
+        out_image = nib.load(tmp_path / "cases" / entry["image"])
+        out_label = np.asarray(nib.load(tmp_path / "cases" / entry["label"]).dataobj)
+        np.testing.assert_allclose(out_image.affine, np.asarray(image.affine), atol=1e-4)
+        tumour = np.asarray(label[0]) > 0
+        assert (out_label[tumour] == 1).all()  # the real tumour is still labelled
+        assert out_label.sum() > tumour.sum()  # and lesions were added
+        ds = pydicom.dcmread(next((SARCOMA / patient / "CT" / "dicom" / "image").iterdir()),
+                             stop_before_pixels=True)
+        secrets = [str(v) for v in (ds.get("PatientName"), ds.get("PatientID")) if v]
+        assert secrets
+        for f in (tmp_path / "cases" / entry["image"], tmp_path / "cases" / entry["label"]):
+            raw = gzip.decompress(f.read_bytes())
+            assert not any(s.encode() in raw for s in secrets)

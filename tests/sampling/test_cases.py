@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -239,3 +240,59 @@ def test_cli_host_spacing_option(run, tmp_path):
     res = runner.invoke(main, ["sample", "--checkpoint", str(run), "--hosts", str(fine),
                                "--host-spacing", "bogus", "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "--host-spacing" in res.output and "Traceback" not in res.output
+
+
+def test_dicom_hosts_with_seg_and_nifti_labels(run, tmp_path):
+    """DICOM series hosts (SEG label, NIfTI label) give NIfTI cases on the series' geometry,
+    the host's HU outside the erased regions, exact labels, and no patient identifier."""
+    from helpers_data import DICOM_PATIENT, spacing_affine, write_dicom_series
+    from helpers_dicom import write_seg
+
+    from medgan.data.transforms import read_image
+
+    affine = spacing_affine((1.0, 1.0, 2.0))
+    img, lab, _ = phantom_arrays((48, 48, 6), "ct", 1, (1.0, 1.0, 2.0), seed=3)
+    series = write_dicom_series(tmp_path / "dcm" / "pat" / "image", img, affine)
+    write_seg(tmp_path / "dcm" / "pat" / "seg.dcm", series, lab)
+    write_nifti(tmp_path / "dcm" / "pat2" / "label.nii.gz", lab, affine)
+    hosts = tmp_path / "dcm" / "dataset.json"
+    hosts.write_text(json.dumps({"training": [
+        {"image": "pat/image", "label": "pat/seg.dcm", "case_id": "pat", "roi_names": ["*"]},
+        {"image": "pat/image", "label": "pat2/label.nii.gz", "case_id": "pat2"}]}))
+    out = tmp_path / "cases"
+    result = write_cases(run, hosts, 2, out, seed=1, lesions_per_case=2)
+    assert result.n == 2
+    data = json.loads((out / "dataset.json").read_text())
+    reference = read_image(str(series))
+    for i, entry in enumerate(data["training"]):
+        image_nii, label_nii = nib.load(out / entry["image"]), nib.load(out / entry["label"])
+        np.testing.assert_allclose(image_nii.affine, np.asarray(reference.affine), atol=1e-4)
+        image, label = np.asarray(image_nii.dataobj), np.asarray(label_nii.dataobj)
+        host_image = np.asarray(reference[0], np.float32)
+        host = read_host({"image": str(series), "label": str(
+            tmp_path / "dcm" / ("pat/seg.dcm" if i == 0 else "pat2/label.nii.gz")),
+            "case_id": entry["host_case_id"], "roi_names": ["*"]})
+        erased = host.to_file_layout(_ras_union(host.image.shape, result.insertions[i], True))
+        placed = host.to_file_layout(_ras_union(host.image.shape, result.insertions[i], False))
+        original = host.to_file_layout(host.label)
+        assert original.sum() == lab.sum()  # the label came through on the series grid
+        np.testing.assert_array_equal(label, np.where(placed, 1, original))
+        np.testing.assert_array_equal(image[~erased], host_image[~erased])
+        assert (image[erased] != host_image[erased]).any()
+        for f in (out / entry["image"], out / entry["label"]):
+            raw = gzip.decompress(f.read_bytes())
+            assert all(v.encode() not in raw for v in DICOM_PATIENT.values())
+    assert all(v not in (out / "dataset.json").read_text() for v in DICOM_PATIENT.values())
+
+
+def test_a_nifti_host_with_a_dicom_label_is_refused(run, hosts, tmp_path):
+    folder = Path(hosts).parent
+    bad = tmp_path / "bad.json"
+    (tmp_path / "seg.dcm").write_bytes(b"\0" * 132)
+    bad.write_text(json.dumps({"training": [{"image": str(folder / "imagesTr/h0.nii.gz"),
+                                             "label": str(tmp_path / "seg.dcm"),
+                                             "case_id": "h0"}]}))
+    with pytest.raises(DataError, match="seg.dcm: host case 'h0' has a NIfTI image, so its "
+                                        "label must be a NIfTI file too"):
+        write_cases(run, bad, 1, tmp_path / "out")
+    assert not (tmp_path / "out" / "dataset.json").exists()
