@@ -226,7 +226,8 @@ class RandLesionInpaint(RandLesionArray):
         if resample:  # image grid (W) -> generator grid (P)
             x = _resize(x[None], grid)[0]
             m_t = _resize_mask(m_t, grid)
-            keep = None if keep is None else (_resize(keep, grid) >= 1.0).float()
+            if keep is not None:  # a generator voxel touching an existing lesion is kept
+                keep = (_resize(1.0 - keep, grid) <= 1e-6).float()
         e_t = erase_region(m_t.to(device), g.erase_margin)
         if keep is not None:  # never repaint an existing lesion
             e_t = e_t * keep.to(device)

@@ -203,6 +203,7 @@ def test_hosts_at_another_spacing_keep_the_lesion_size_in_mm(run, tmp_path):
         assert not (placed & ~erased).any()  # the erase region covers every lesion voxel
         np.testing.assert_array_equal(label, np.where(placed, 1, host.label))
         np.testing.assert_array_equal(image[~erased], host.image[~erased])  # bit for bit
+        assert (image[erased] != host.image[erased]).mean() > 0.5  # the generator filled them
     assert all([s.stop - s.start for s in ins.window[:2]] == [patch] * 2
                for case in outs["native"].insertions for ins in case)
     # the same seeds draw the same shapes: 4x the voxels at half the spacing, so the same mm^2
