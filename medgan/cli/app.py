@@ -262,8 +262,8 @@ def train_cmd(config_path: Path | None, data: Path | None, out: Path, resume: bo
         click.echo(f"model card: {result.run_dir / 'MODEL_CARD.md'}")
 
 
-def _check_cases_options(kind: str, hosts: Path | None, max_similarity: float | None,
-                         file_format: str) -> None:
+def _check_cases_options(kind: str, hosts: Path | None, max_similarity: float | None
+                         ) -> None:
     """Cross-option checks of ``medgan sample`` with an inpainting checkpoint / --hosts."""
     if kind != "inpaint":
         raise click.UsageError(f"--hosts needs an inpainting checkpoint (model.kind: inpaint); "
@@ -271,8 +271,8 @@ def _check_cases_options(kind: str, hosts: Path | None, max_similarity: float | 
     if hosts is None:
         raise click.UsageError("an inpainting checkpoint inserts lesions into real scans: pass "
                                "--hosts DATALIST")
-    if max_similarity is not None or file_format != "nifti":
-        raise click.UsageError("--max-similarity and --format dicom do not apply with --hosts")
+    if max_similarity is not None:
+        raise click.UsageError("--max-similarity does not apply with --hosts")
 
 
 def check_datalist(data: Path, skip_bad: bool = False) -> None:
@@ -311,7 +311,7 @@ def check_datalist(data: Path, skip_bad: bool = False) -> None:
               help="Keep only the largest connected lesion component of each mask.")
 @click.option("--format", "file_format", type=click.Choice(["nifti", "dicom"]), default="nifti",
               help="nifti: imagesTr/ + labelsTr/ NIfTI pairs; dicom: a DICOM series + DICOM SEG "
-                   "per sample in dicomTr/ (new UIDs, marked synthetic).")
+                   "per sample (or full-size case) in dicomTr/ (new UIDs, marked synthetic).")
 @click.option("--min-lesion-diameter-mm", type=click.FloatRange(min=0.0), default=None,
               help="Redraw samples whose lesion is smaller than a disc (2D) / ball (3D) of this "
                    "diameter in mm (default: 3); 0 keeps every size.")
@@ -363,7 +363,7 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
     folder = resolve_checkpoint(checkpoint)
     kind = read_spec(read_sidecar(folder), folder).kind
     if kind == "inpaint" or hosts is not None:
-        _check_cases_options(kind, hosts, max_similarity, file_format)
+        _check_cases_options(kind, hosts, max_similarity)
         if region == "intensity" and intensity_range is None:
             raise click.UsageError("--region intensity needs --intensity-range LOW HIGH")
         prepare_out(out, overwrite)
@@ -379,7 +379,8 @@ def sample_cmd(checkpoint: Path, n: int, out: Path, seed: int, batch_size: int, 
         cases = write_cases(checkpoint, hosts, n, out, seed=seed,
                             lesions_per_case=lesions_per_case, device=device, use_ema=ema,
                             overwrite=overwrite, mask_source_kind=mask_source,
-                            placement=placement, host_spacing=host_spacing)
+                            placement=placement, host_spacing=host_spacing,
+                            file_format=file_format)
         click.echo(f"wrote {cases.n} full-size case(s), "
                    f"{sum(map(len, cases.insertions))} lesion(s) inserted")
         if cases.skipped:

@@ -39,15 +39,15 @@ from medgan.data.datalist import load_datalist
 from medgan.errors import CheckpointError, ConfigError, DataError
 from medgan.modalities import display_name
 from medgan.sampling.datalist import _relative
+from medgan.sampling.dicom_writer import SyntheticSource, write_dicom_case
 from medgan.sampling.hosts import Host, read_host, write_case
 from medgan.sampling.inpainter import LoadedInpainter
 from medgan.sampling.loader import load_generator, sample_seed
-from medgan.sampling.output import NAME, finalise, make_partial, prepare_out
+from medgan.sampling.output import FORMATS, NAME, dicom_entry, finalise, make_partial, prepare_out
 from medgan.sampling.writer import synthetic_descrip
 from medgan.visualize import save_grid
 
 log = logging.getLogger(__name__)
-SUBS = ("imagesTr", "labelsTr")
 SHEET_CASES = 8  # cases shown in the contact sheet
 HOST_SPACING = ("resample", "native")
 
@@ -115,7 +115,7 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
                 device: str = "cpu", use_ema: bool = True, overwrite: bool = False,
                 mask_source_kind: str | None = None,
                 placement: PlacementSettings | None = None,
-                host_spacing: str = "resample") -> CasesResult:
+                host_spacing: str = "resample", file_format: str = "nifti") -> CasesResult:
     """Write ``n`` full-size synthetic cases to ``out`` (imagesTr/, labelsTr/, dataset.json,
     contact_sheet.png); host ``i % len(hosts)`` serves case ``i``.
 
@@ -127,7 +127,13 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
         placement: where lesions may go (default: inside the body, 2 mm from lesions).
         host_spacing: hosts at another spacing than the training spacing: "resample" (lesions
             keep their size in mm) or "native" (the host's voxel scale); module docstring.
+        file_format: "nifti" (imagesTr/ + labelsTr/, the host's layout and header) or "dicom"
+            (dicomTr/synth_XXXXX/: a new CT/MR/PT series of the case on the host's geometry + a
+            DICOM SEG of its label, new UIDs, marked synthetic, no host attribute copied).
     """
+    if file_format not in FORMATS:
+        raise ConfigError(f"file_format must be one of {', '.join(FORMATS)}, not "
+                          f"{file_format!r}", param="format")
     if host_spacing not in HOST_SPACING:
         raise ConfigError(f"host_spacing must be one of {', '.join(HOST_SPACING)}, not "
                           f"{host_spacing!r}", param="host_spacing")
@@ -146,7 +152,8 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
         loaded, source, prob=1.0, placement=placement, lesion_value=loaded.lesion_labels[0],
         generator_spacing_mm=loaded.spacing_mm if host_spacing == "resample" else None)
     prepare_out(out, overwrite)
-    partial = make_partial(out, SUBS)
+    subs = FORMATS[file_format]
+    partial = make_partial(out, subs)
     result = CasesResult(out, out / "dataset.json", out / "contact_sheet.png", 0)
     entries: list[dict[str, Any]] = []
     sheet: list[torch.Tensor] = []
@@ -170,9 +177,16 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
         index = result.n
         name = NAME.format(index)
         descrip = synthetic_descrip(loaded.checkpoint_sha256, case_seed, index)
-        write_case(partial / "imagesTr" / name, partial / "labelsTr" / name, host, image, label,
-                   descrip)
-        entries.append(_entry(name, host, case_seed, done, skipped, loaded, out, factors))
+        if file_format == "dicom":
+            write_dicom_case(image[None], label > 0, partial / subs[0] / name.removesuffix(
+                ".nii.gz"), host.ras_affine, loaded.modality,
+                SyntheticSource(loaded.checkpoint_sha256, case_seed, index), atomic=False)
+            files = dicom_entry(subs[0], index)
+        else:
+            write_case(partial / subs[0] / name, partial / subs[1] / name, host, image, label,
+                       descrip)
+            files = {"image": f"./{subs[0]}/{name}", "label": f"./{subs[1]}/{name}"}
+        entries.append(_entry(files, host, case_seed, done, skipped, loaded, out, factors))
         result.insertions.append(done)
         result.hosts.append(host.case_id)
         result.n += 1
@@ -185,7 +199,7 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
                         param="hosts")
     save_grid(torch.stack(sheet), partial / "contact_sheet.png", nrow=3)
     finalise(partial, out, result.n, _datalist(entries, loaded, seed, lesions_per_case,
-                                                 transform, out, hosts, host_spacing), SUBS)
+                                                 transform, out, hosts, host_spacing), subs)
     return result
 
 
@@ -204,13 +218,13 @@ def _log_spacing(host: Host, loaded: LoadedInpainter, factors: tuple[float, ...]
                     own, trained)
 
 
-def _entry(name: str, host: Host, case_seed: int, done: list[Insertion],
+def _entry(files: dict[str, Any], host: Host, case_seed: int, done: list[Insertion],
            skipped: Counter[str], loaded: LoadedInpainter, out: Path,
            factors: tuple[float, ...] | None) -> dict[str, Any]:
     lesions = [{"seeds": list(ins.seeds), "offset_voxel_ras": list(ins.offset),
                 "extent_voxels": list(ins.mask.shape), "voxels": int(ins.mask.sum())}
                for ins in done]
-    return {"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}", "synthetic": True,
+    return {**files, "synthetic": True,
             "host_case_id": host.case_id, "host_image": _relative(host.image_path, out),
             "seed": case_seed, "lesions": lesions, "skipped": dict(skipped),
             "host_spacing_mm": list(host.spacing_mm),

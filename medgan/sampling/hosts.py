@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
 from medgan.data.datalist import NIFTI_SUFFIXES, Case, image_files
 from medgan.errors import DataError
@@ -48,6 +48,12 @@ class Host:
     def to_file_layout(self, array: np.ndarray) -> np.ndarray:
         """A RAS-ordered ``(X, Y, Z)`` array back in the file's own axis order."""
         return apply_orientation(array, ornt_transform(_RAS, self.ornt))
+
+    @property
+    def ras_affine(self) -> np.ndarray:
+        """Voxel-to-world affine ``(4, 4)`` of the RAS-ordered arrays ``image`` and ``label``."""
+        shape = np.asarray(self.image_nii.shape[:3])
+        return np.asarray(self.image_nii.affine) @ inv_ornt_aff(self.ornt, shape)
 
 
 def _is_nifti(path: str | Path) -> bool:

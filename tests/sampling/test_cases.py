@@ -297,3 +297,52 @@ def test_a_nifti_host_with_a_dicom_label_is_refused(run, hosts, tmp_path):
                                         "label must be a NIfTI file too"):
         write_cases(run, bad, 1, tmp_path / "out")
     assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def test_cases_as_dicom_series_with_a_seg(run, hosts, tmp_path):
+    """--format dicom: each case a new synthetic series on the host's geometry plus a SEG of
+    its label; read back with medgan's own readers it equals the NIfTI case."""
+    import pydicom
+    from monai.transforms import Orientation
+
+    from medgan.data.transforms import RAS_LABELS, read_image, read_label
+
+    ras = Orientation(axcodes="RAS", labels=RAS_LABELS)
+
+    nifti, dicom = tmp_path / "nifti", tmp_path / "dicom"
+    write_cases(run, hosts, 2, nifti, seed=9, lesions_per_case=2)
+    result = write_cases(run, hosts, 2, dicom, seed=9, lesions_per_case=2, file_format="dicom")
+    assert result.n == 2 and not (dicom / "imagesTr").exists()
+    a = json.loads((nifti / "dataset.json").read_text())["training"]
+    b = json.loads((dicom / "dataset.json").read_text())["training"]
+    for ea, eb in zip(a, b, strict=True):
+        assert eb["image"].startswith("./dicomTr/synth_") and eb["label"].endswith("seg/SEG.dcm")
+        assert eb["lesions"] == ea["lesions"] and eb["synthetic"]
+        ref_image = ras(read_image(str(nifti / ea["image"])))
+        ref_label = ras(read_image(str(nifti / ea["label"])))
+        case = {"image": str(dicom / eb["image"]), "label": str(dicom / eb["label"]),
+                "roi_names": eb["roi_names"]}
+        image = read_image(case["image"])
+        label = ras(read_label(case, image)[0])
+        image = ras(image)
+        np.testing.assert_allclose(np.asarray(image.affine), np.asarray(ref_image.affine),
+                                   atol=1e-3)
+        np.testing.assert_allclose(np.asarray(image[0]), np.asarray(ref_image[0]), atol=0.51)
+        np.testing.assert_array_equal(np.asarray(label[0]) > 0, np.asarray(ref_label[0]) > 0)
+        first = pydicom.dcmread(next((dicom / eb["image"]).iterdir()), stop_before_pixels=True)
+        assert first.PatientName == "SYNTHETIC^MEDGAN" and "SYNTHETIC" in first.SeriesDescription
+    with pytest.raises(ConfigError, match="file_format must be one of nifti, dicom") as err:
+        write_cases(run, hosts, 1, tmp_path / "x", file_format="png")
+    assert err.value.param == "format"
+
+
+def test_cli_hosts_format_dicom(run, hosts, tmp_path):
+    res = CliRunner().invoke(main, ["sample", "--checkpoint", str(run), "--hosts", str(hosts),
+                                    "--n", "1", "--format", "dicom", "--out", str(tmp_path / "a"),
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a" / "dicomTr" / "synth_00000" / "seg" / "SEG.dcm").is_file()
+    res = CliRunner().invoke(main, ["sample", "--checkpoint", str(run), "--hosts", str(hosts),
+                                    "--max-similarity", "0.9", "--real-data", str(hosts),
+                                    "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "--max-similarity does not apply with --hosts" in res.output
