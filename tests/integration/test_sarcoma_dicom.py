@@ -126,3 +126,14 @@ def test_dicom_series_with_rtstruct_as_hosts_of_full_size_cases(tmp_path):
         for f in (tmp_path / "cases" / entry["image"], tmp_path / "cases" / entry["label"]):
             raw = gzip.decompress(f.read_bytes())
             assert not any(s.encode() in raw for s in secrets)
+    # DICOM in, DICOM out: a new synthetic series + SEG per case, usable as training data
+    out = tmp_path / "dicom_cases"
+    write_cases(run, hosts, 2, out, seed=0, lesions_per_case=2, file_format="dicom")
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "quickstart_inpaint.yaml"
+    res = CliRunner().invoke(main, ["check-data", str(out / "dataset.json"), "--config",
+                                    str(cfg)])
+    assert res.exit_code == 0 and "2 of 2 case(s) usable" in res.output, res.output
+    for f in out.rglob("*.dcm"):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        assert str(ds.PatientName) == "SYNTHETIC^MEDGAN"
+        assert not any(s in str(ds) for s in secrets)
