@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from medgan._version import __version__
 from medgan.augment.inpaint import Insertion, RandLesionInpaint
@@ -265,10 +266,11 @@ def _sheet_row(host: Host, image: np.ndarray, label: np.ndarray, first: Insertio
                loaded: LoadedInpainter) -> list[torch.Tensor]:
     """host | synthetic | synthetic with the label outline: axial slices through the first
     lesion, ``(2, S, S)`` tiles in [-1, 1] (S = 2 x patch size; centred on the lesion, or on the
-    slice when it fits; padded with -1)."""
+    slice when it fits; padded with -1). A tile covers twice the generator's field of view, so
+    a resampled host's crop (2 x its window) is resized to S."""
     d = loaded.spatial_dims
     z = int(first.window[-1]) if d == 2 else int(first.offset[2] + first.mask.shape[2] // 2)
-    size = 2 * loaded.patch_size
+    size = 2 * (first.window[0].stop - first.window[0].start)
     centre = [o + s // 2 if n > size else n // 2  # a slice that fits is shown whole
               for o, s, n in zip(first.offset[:2], first.mask.shape[:2], image.shape[:2],
                                  strict=True)]
@@ -282,5 +284,11 @@ def _sheet_row(host: Host, image: np.ndarray, label: np.ndarray, first: Insertio
                     for s, c in zip(src, centre, strict=True))
         crop[0][dst] = sl[tuple(src)]
         crop[1][dst] = np.where(lab[:, :, z][tuple(src)] > 0, 1.0, -1.0)
-        tiles.append(torch.from_numpy(crop))
+        tile = torch.from_numpy(crop)
+        if size != 2 * loaded.patch_size:
+            shape = (2 * loaded.patch_size,) * 2
+            tile = torch.cat([
+                F.interpolate(tile[None, :1], size=shape, mode="area")[0],
+                F.interpolate(tile[None, 1:], size=shape, mode="nearest")[0]])
+        tiles.append(tile)
     return tiles
