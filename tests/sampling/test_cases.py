@@ -346,3 +346,14 @@ def test_cli_hosts_format_dicom(run, hosts, tmp_path):
                                     "--max-similarity", "0.9", "--real-data", str(hosts),
                                     "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "--max-similarity does not apply with --hosts" in res.output
+
+
+def test_contact_sheet_mixes_hosts_of_different_spacing(run, tmp_path):
+    from PIL import Image
+
+    mixed = _phantoms(tmp_path / "mixed", [(96, 96, 8), (48, 48, 8)], [FINE, np.eye(4)])
+    result = write_cases(run, mixed, 2, tmp_path / "out", seed=2)
+    assert result.n == 2
+    patch = load_generator(run).patch_size
+    width, height = Image.open(result.contact_sheet).size
+    assert width > 3 * 2 * patch and height > 2 * 2 * 2 * patch  # 3 tiles x 2 rows of 2P (+ pads)
