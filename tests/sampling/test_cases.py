@@ -348,12 +348,23 @@ def test_cli_hosts_format_dicom(run, hosts, tmp_path):
     assert res.exit_code == 2 and "--max-similarity does not apply with --hosts" in res.output
 
 
-def test_contact_sheet_mixes_hosts_of_different_spacing(run, tmp_path):
-    from PIL import Image
+def test_contact_sheet_tiles_cover_the_field_of_view_in_mm(run, tmp_path):
+    """A tile covers twice the generator's field of view: for a 0.5 mm host of a 1 mm
+    checkpoint that is 4 patch sizes of host voxels, so the whole 96-voxel slice fits and is
+    shown at half its resolution; tiles keep one size across hosts of different spacing."""
+    from medgan.sampling.cases import _sheet_row
 
     mixed = _phantoms(tmp_path / "mixed", [(96, 96, 8), (48, 48, 8)], [FINE, np.eye(4)])
     result = write_cases(run, mixed, 2, tmp_path / "out", seed=2)
-    assert result.n == 2
-    patch = load_generator(run).patch_size
-    width, height = Image.open(result.contact_sheet).size
-    assert width > 3 * 2 * patch and height > 2 * 2 * 2 * patch  # 3 tiles x 2 rows of 2P (+ pads)
+    assert result.n == 2 and result.contact_sheet.is_file()
+    loaded = load_generator(run)
+    host = read_host({"image": str(tmp_path / "mixed/imagesTr/h0.nii.gz"),
+                      "label": str(tmp_path / "mixed/labelsTr/h0.nii.gz"), "case_id": "h0"})
+    tiles = _sheet_row(host, host.image, host.label, result.insertions[0][0], loaded)
+    p = loaded.patch_size
+    assert all(t.shape == (2, 2 * p, 2 * p) for t in tiles)
+    z = int(result.insertions[0][0].window[-1])
+    body = int((loaded.intensity.forward(host.image[None, :, :, z].astype(np.float32))[0]
+                > -0.99).sum())
+    shown = int((tiles[0][0] > -0.99).sum())
+    assert abs(shown - body / 4) < 0.15 * body / 4  # the whole slice, at half the resolution
