@@ -16,7 +16,9 @@ each lesion's size in mm (the mask is scaled to the host's grid and the generato
 resampled to the training spacing and back, see :class:`~medgan.augment.RandLesionInpaint`);
 ``"native"`` works at the host's voxel scale, so lesions come out larger or smaller in mm.
 
-A case in which no lesion could be placed is not written; the reasons are counted.
+A case in which no lesion could be placed is not written; the reasons are counted. Hosts may
+also be DICOM series (:func:`~medgan.sampling.hosts.read_host`), and ``file_format="dicom"``
+writes each case as a new synthetic DICOM series on the host's geometry plus a DICOM SEG.
 """
 
 from __future__ import annotations
@@ -117,8 +119,8 @@ def write_cases(checkpoint: str | Path | LoadedInpainter, hosts: str | Path, n: 
                 mask_source_kind: str | None = None,
                 placement: PlacementSettings | None = None,
                 host_spacing: str = "resample", file_format: str = "nifti") -> CasesResult:
-    """Write ``n`` full-size synthetic cases to ``out`` (imagesTr/, labelsTr/, dataset.json,
-    contact_sheet.png); host ``i % len(hosts)`` serves case ``i``.
+    """Write ``n`` full-size synthetic cases to ``out`` (imagesTr/ + labelsTr/ or dicomTr/,
+    dataset.json, contact_sheet.png); host ``i % len(hosts)`` serves case ``i``.
 
     Args:
         checkpoint: an inpainting checkpoint (run folder, checkpoint folder) or a loaded one.
