@@ -5,6 +5,8 @@ Images are channel-first ``(C, *S)`` NumPy arrays or torch tensors, in any units
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from scipy.ndimage import binary_fill_holes
@@ -16,6 +18,7 @@ Array = np.ndarray | torch.Tensor
 BODY_PERCENTILES = (1.0, 99.0)
 BODY_FRACTION = 0.05  # body = above p1 + 5% of (p99 - p1)
 MAX_STAT_VOXELS = 1_000_000  # percentiles of larger images use a strided subsample
+SPACING_TOLERANCE = 0.01  # relative spacing difference per axis below which nothing is resampled
 
 
 def to_numpy(x: Array) -> np.ndarray:
@@ -45,6 +48,22 @@ def body_region(image: Array) -> np.ndarray:
     for z in range(body.shape[-1]):
         body[..., z] = binary_fill_holes(body[..., z])
     return body
+
+
+def resize_linear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``(B, C, *S)`` -> ``(B, C, *size)`` by linear interpolation (1D-3D; voxel centres
+    aligned as MONAI's ``Resize``: ``align_corners=False``)."""
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+    return torch.nn.functional.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
+
+
+def spacing_factors(generator_mm: Sequence[float], image_mm: Sequence[float],
+                    tolerance: float = SPACING_TOLERANCE) -> tuple[float, ...] | None:
+    """Image voxels per generator voxel per axis (``generator_mm / image_mm``; an axis with a
+    value <= 0 counts as 1), or None when no axis differs by more than ``tolerance``."""
+    factors = tuple(g / s if g > 0 and s > 0 else 1.0
+                    for g, s in zip(generator_mm, image_mm, strict=True))
+    return None if all(abs(f - 1.0) <= tolerance for f in factors) else factors
 
 
 def write_window(dst: Array, window: tuple, values: np.ndarray) -> Array:

@@ -40,7 +40,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.utils import TransformBackends
 
-from medgan.augment.arrays import Array, to_numpy, write_window
+from medgan.augment.arrays import Array, resize_linear, spacing_factors, to_numpy, write_window
 from medgan.augment.dict_base import RandArrayTwind, RandLesionArray, check_prob
 from medgan.augment.masks import MaskSource, rescale_mask
 from medgan.augment.placement import PlacementSettings, place_mask, tissue_region
@@ -50,8 +50,6 @@ from medgan.models.inpaint import InpaintGenerator, erase_region
 from medgan.sampling.inpainter import LoadedInpainter
 
 Inpainter = InpaintGenerator | LoadedInpainter | str | Path
-#: relative spacing difference (image vs generator, per axis) below which nothing is resampled
-RESAMPLE_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -154,10 +152,7 @@ class RandLesionInpaint(RandLesionArray):
         if self.generator_spacing_mm is None:
             return None
         d = self.generator.spatial_dims
-        own = self._spacing(img)
-        factors = tuple(g / s if g > 0 and s > 0 else 1.0
-                        for g, s in zip(self.generator_spacing_mm[:d], own[:d], strict=True))
-        return None if all(abs(f - 1.0) <= RESAMPLE_TOLERANCE for f in factors) else factors
+        return spacing_factors(self.generator_spacing_mm[:d], self._spacing(img)[:d])
 
     def __call__(self, img: Array, label: Array | None = None, region_map: Array | None = None,
                  randomize: bool = True) -> tuple[Array, Array | None]:
@@ -220,14 +215,16 @@ class RandLesionInpaint(RandLesionArray):
         x = torch.as_tensor(real, dtype=torch.float32)
         x = x if self.intensity is None else torch.as_tensor(self.intensity.forward(x))
         m_t = torch.from_numpy(m).float()[None, None]
-        keep = None if occupied is None else torch.from_numpy(~occupied[window]).float()[None, None]
+        keep_w = None if occupied is None else \
+            torch.from_numpy(~occupied[window]).float()[None, None]  # (1, 1, *W)
+        keep = keep_w
         grid = (g.size,) * g.spatial_dims
         resample = tuple(real.shape[1:]) != grid
         if resample:  # image grid (W) -> generator grid (P)
-            x = _resize(x[None], grid)[0]
+            x = resize_linear(x[None], grid)[0]
             m_t = _resize_mask(m_t, grid)
-            if keep is not None:  # a generator voxel touching an existing lesion is kept
-                keep = (_resize(1.0 - keep, grid) <= 1e-6).float()
+            if keep_w is not None:  # a generator voxel touching an existing lesion is kept
+                keep = (resize_linear(1.0 - keep_w, grid) <= 1e-6).float()
         e_t = erase_region(m_t.to(device), g.erase_margin)
         if keep is not None:  # never repaint an existing lesion
             e_t = e_t * keep.to(device)
@@ -235,11 +232,11 @@ class RandLesionInpaint(RandLesionArray):
         fill = g(x[None].to(device), m_t.to(device), e_t, noise).float().cpu()  # (1, C, *P)
         erase_t = e_t.cpu()
         if resample:  # back to the image grid; the erase region always covers the mask
-            fill = _resize(fill, tuple(real.shape[1:]))
-            erase_t = (_resize(erase_t, tuple(real.shape[1:])) >= 0.5).float()
+            fill = resize_linear(fill, real.shape[1:])
+            erase_t = (resize_linear(erase_t, real.shape[1:]) >= 0.5).float()
             erase_t = torch.maximum(erase_t, torch.from_numpy(m).float()[None, None])
-            if keep is not None:
-                erase_t = erase_t * torch.from_numpy(~occupied[window]).float()[None, None]
+            if keep_w is not None:
+                erase_t = erase_t * keep_w
         fill = fill[0]  # (C, *W) in [-1, 1]
         fill_units = fill if self.intensity is None else self.intensity.inverse(fill)
         erase = erase_t[0].numpy() > 0.5  # (1, *W)
@@ -255,17 +252,10 @@ class RandLesionInpaint(RandLesionArray):
         return out, write_window(label, lab_sub, lesion)
 
 
-def _resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """``(B, C, *S)`` -> ``(B, C, *size)``, linear interpolation (voxel centres aligned as
-    MONAI's ``Resize``: ``align_corners=False``)."""
-    mode = "bilinear" if len(size) == 2 else "trilinear"
-    return torch.nn.functional.interpolate(x, size=size, mode=mode, align_corners=False)
-
-
 def _resize_mask(mask: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """A ``{0, 1}`` mask ``(1, 1, *S)`` on another grid: linear interpolation >= 0.5, or the
     nearest voxels when that leaves nothing (a mask thinner than one new voxel)."""
-    out = (_resize(mask, size) >= 0.5).float()
+    out = (resize_linear(mask, size) >= 0.5).float()
     if mask.any() and not out.any():
         out = torch.nn.functional.interpolate(mask, size=size, mode="nearest")
     return out

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter, map_coordinates
 
+from medgan.augment.arrays import resize_linear
 from medgan.errors import ConfigError, DataError
 from medgan.sampling.loader import LoadedGenerator
 from medgan.sampling.postprocess import MaskPostprocess
@@ -50,10 +51,8 @@ def rescale_mask(mask: np.ndarray, factors: Sequence[float]) -> np.ndarray:
         raise ConfigError(f"factors must have one value per mask axis ({mask.ndim}), "
                           f"not {list(factors)}")
     size = tuple(max(1, round(n * f)) for n, f in zip(mask.shape, factors, strict=True))
-    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[mask.ndim]
     t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
-    scaled = torch.nn.functional.interpolate(t, size=size, mode=mode, align_corners=False)
-    return tight(scaled[0, 0].numpy() >= 0.5)
+    return tight(resize_linear(t, size)[0, 0].numpy() >= 0.5)
 
 
 def equivalent_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:

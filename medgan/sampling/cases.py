@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from medgan._version import __version__
+from medgan.augment.arrays import spacing_factors
 from medgan.augment.inpaint import Insertion, RandLesionInpaint
 from medgan.augment.masks import EllipsoidMaskSource, MaskSource, RealMaskSource
 from medgan.augment.placement import PlacementSettings
@@ -214,8 +215,8 @@ def _log_spacing(host: Host, loaded: LoadedInpainter, factors: tuple[float, ...]
     if factors is not None:
         log.info("host %s: spacing %s mm, the checkpoint's %s mm: patches resampled, lesions "
                  "keep their size in mm", host.case_id, own, trained)
-    elif host_spacing == "native" and any(
-            t > 0 and abs(o - t) > 0.01 * t for o, t in zip(own, trained, strict=True)):
+    elif host_spacing == "native" and spacing_factors(loaded.spacing_mm[:d],
+                                                      host.spacing_mm[:d]) is not None:
         log.warning("host %s has spacing %s mm, the checkpoint was trained at %s mm: lesions are "
                     "inserted at the host's voxel scale (host_spacing native)", host.case_id,
                     own, trained)
